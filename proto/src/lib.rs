@@ -1,0 +1,9 @@
+//! Types shared by the popcorn agent and the `popcorn` CLI.
+//!
+//! - [`config`]: the cluster file (nodes, addresses, ISAs, paths).
+//! - [`control`]: JSON messages on an agent's control Unix socket.
+//! - [`wire`]: the binary frame codec spoken between agents over TLS.
+
+pub mod config;
+pub mod control;
+pub mod wire;

@@ -1,0 +1,277 @@
+//! Binary frames between agents (inside TLS).
+//!
+//! Frame: `u32` big-endian length of what follows, `u8` version, `u8` kind,
+//! payload. Integers are big-endian; strings are a `u16` length and UTF-8.
+//! [`decode_frame`] never panics, whatever the bytes.
+
+/// Version spoken by this build.
+pub const WIRE_VERSION: u8 = 1;
+/// Largest frame body accepted (a batch of pages fits easily).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Messages exchanged between agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerMessage {
+    /// First frame on a link, both ways: who is speaking.
+    Hello { cluster: String, node: String },
+    /// Heartbeat; `sent_ns` is the sender's monotonic clock, echoed back.
+    Ping { seq: u64, sent_ns: u64 },
+    Pong { seq: u64, sent_ns: u64 },
+}
+
+const KIND_HELLO: u8 = 1;
+const KIND_PING: u8 = 2;
+const KIND_PONG: u8 = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("peer speaks wire version {0}, this agent speaks {WIRE_VERSION}: upgrade the older agent")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLong(usize),
+    #[error("frame shorter than its header")]
+    Short,
+    #[error("frame payload truncated")]
+    Truncated,
+    #[error("{0} unexpected bytes after the payload")]
+    Trailing(usize),
+    #[error("string in frame is not UTF-8")]
+    Utf8,
+}
+
+/// Encodes one message as a complete frame.
+pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
+    let mut body = vec![WIRE_VERSION];
+    match msg {
+        PeerMessage::Hello { cluster, node } => {
+            body.push(KIND_HELLO);
+            put_str(&mut body, cluster);
+            put_str(&mut body, node);
+        }
+        PeerMessage::Ping { seq, sent_ns } => {
+            body.push(KIND_PING);
+            body.extend_from_slice(&seq.to_be_bytes());
+            body.extend_from_slice(&sent_ns.to_be_bytes());
+        }
+        PeerMessage::Pong { seq, sent_ns } => {
+            body.push(KIND_PONG);
+            body.extend_from_slice(&seq.to_be_bytes());
+            body.extend_from_slice(&sent_ns.to_be_bytes());
+        }
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Decodes the first frame in `buf`. `Ok(None)` means more bytes are needed;
+/// `Ok(Some((msg, n)))` consumed `n` bytes.
+pub fn decode_frame(buf: &[u8]) -> Result<Option<(PeerMessage, usize)>, WireError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLong(len));
+    }
+    if len < 2 {
+        return Err(WireError::Short);
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let msg = decode_body(body)?;
+    Ok(Some((msg, 4 + len)))
+}
+
+/// Length of the frame starting at `buf`, once its header is there; lets a
+/// reader size its buffer before decoding.
+pub fn frame_len(header: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLong(len));
+    }
+    Ok(4 + len)
+}
+
+fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
+    let mut r = Reader { buf: body };
+    let version = r.u8()?;
+    if version != WIRE_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let msg = match r.u8()? {
+        KIND_HELLO => PeerMessage::Hello {
+            cluster: r.string()?,
+            node: r.string()?,
+        },
+        KIND_PING => PeerMessage::Ping {
+            seq: r.u64()?,
+            sent_ns: r.u64()?,
+        },
+        KIND_PONG => PeerMessage::Pong {
+            seq: r.u64()?,
+            sent_ns: r.u64()?,
+        },
+        other => return Err(WireError::UnknownKind(other)),
+    };
+    if !r.buf.is_empty() {
+        return Err(WireError::Trailing(r.buf.len()));
+    }
+    Ok(msg)
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.buf.len() < n {
+            return Err(WireError::Truncated);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn string(&mut self) -> Result<String, WireError> {
+        let b = self.take(2)?;
+        let n = u16::from_be_bytes([b[0], b[1]]) as usize;
+        let s = self.take(n)?;
+        String::from_utf8(s.to_vec()).map_err(|_| WireError::Utf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<PeerMessage> {
+        vec![
+            PeerMessage::Hello {
+                cluster: "c".into(),
+                node: "node-a".into(),
+            },
+            PeerMessage::Hello {
+                cluster: String::new(),
+                node: "é".into(),
+            },
+            PeerMessage::Ping {
+                seq: 0,
+                sent_ns: u64::MAX,
+            },
+            PeerMessage::Pong { seq: 7, sent_ns: 9 },
+        ]
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        for m in samples() {
+            let f = encode_frame(&m);
+            assert_eq!(decode_frame(&f).unwrap(), Some((m.clone(), f.len())));
+            let mut hdr = [0u8; 4];
+            hdr.copy_from_slice(&f[..4]);
+            assert_eq!(frame_len(hdr).unwrap(), f.len());
+        }
+    }
+
+    #[test]
+    fn partial_frames_need_more() {
+        for m in samples() {
+            let f = encode_frame(&m);
+            for cut in 0..f.len() {
+                assert_eq!(decode_frame(&f[..cut]).unwrap(), None, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn back_to_back_frames() {
+        let mut buf = Vec::new();
+        for m in samples() {
+            buf.extend(encode_frame(&m));
+        }
+        let mut got = Vec::new();
+        let mut at = 0;
+        while let Some((m, n)) = decode_frame(&buf[at..]).unwrap() {
+            got.push(m);
+            at += n;
+        }
+        assert_eq!(got, samples());
+        assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let frame = |body: &[u8]| {
+            let mut f = (body.len() as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(body);
+            f
+        };
+        assert_eq!(decode_frame(&frame(&[2, 2])), Err(WireError::Version(2)));
+        assert_eq!(decode_frame(&frame(&[1, 99])), Err(WireError::UnknownKind(99)));
+        assert_eq!(decode_frame(&frame(&[1])), Err(WireError::Short));
+        assert_eq!(decode_frame(&frame(&[1, KIND_PING, 0])), Err(WireError::Truncated));
+        let mut ping = encode_frame(&PeerMessage::Ping { seq: 1, sent_ns: 2 })[4..].to_vec();
+        ping.push(0);
+        assert_eq!(decode_frame(&frame(&ping)), Err(WireError::Trailing(1)));
+        assert_eq!(
+            decode_frame(&frame(&[1, KIND_HELLO, 0, 2, 0xff, 0xff, 0, 0])),
+            Err(WireError::Utf8)
+        );
+        assert_eq!(
+            decode_frame(&[0xff, 0xff, 0xff, 0xff]),
+            Err(WireError::TooLong(0xffff_ffff))
+        );
+    }
+
+    /// Random bytes and random corruptions of valid frames never panic and
+    /// never claim more bytes than were given.
+    #[test]
+    fn garbage_never_panics() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let valid: Vec<Vec<u8>> = samples().iter().map(encode_frame).collect();
+        for i in 0..200_000 {
+            let mut buf = if i % 2 == 0 {
+                let n = (next() % 64) as usize;
+                (0..n).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                valid[(next() % valid.len() as u64) as usize].clone()
+            };
+            if i % 2 == 1 && !buf.is_empty() {
+                let at = (next() % buf.len() as u64) as usize;
+                buf[at] = next() as u8;
+            }
+            if let Ok(Some((_, n))) = decode_frame(&buf) {
+                assert!(n <= buf.len());
+            }
+        }
+    }
+}
