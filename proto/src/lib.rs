@@ -2,8 +2,10 @@
 //!
 //! - [`config`]: the cluster file (nodes, addresses, ISAs, paths).
 //! - [`control`]: JSON messages on an agent's control Unix socket.
+//! - [`fdpass`]: sending and receiving file descriptors over a Unix socket.
 //! - [`wire`]: the binary frame codec spoken between agents over TLS.
 
 pub mod config;
 pub mod control;
+pub mod fdpass;
 pub mod wire;

@@ -1,0 +1,382 @@
+//! Peer links: one authenticated TLS connection to every other node,
+//! heartbeats over it, and the health table `popcorn nodes` reports.
+//!
+//! Of each pair, the node with the smaller name dials and the other accepts,
+//! so a pair never holds two links. A dialer retries forever with backoff.
+
+use crate::tls::{check_peer_name, server_name, TlsIdentity};
+use anyhow::{anyhow, bail, Context, Result};
+use popcorn_proto::config::{ClusterConfig, NodeConfig};
+use popcorn_proto::control::{Health, NodeStatus};
+use popcorn_proto::wire::{decode_frame, encode_frame, frame_len, PeerMessage};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tracing::{debug, info, warn};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Heartbeats missed before a link is declared dead.
+const MISSED_HEARTBEATS: u32 = 6;
+
+#[derive(Debug, Default, Clone)]
+struct PeerState {
+    up: bool,
+    link_id: u64,
+    rtt_us: Option<f64>,
+    last_seen: Option<Instant>,
+    error: Option<String>,
+}
+
+/// Health of every other node, shared by the links and the control server.
+pub struct Peers {
+    config: Arc<ClusterConfig>,
+    this: String,
+    table: Mutex<HashMap<String, PeerState>>,
+    next_link: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+}
+
+impl Peers {
+    pub fn new(config: Arc<ClusterConfig>, this: String) -> Peers {
+        let table = config
+            .nodes
+            .iter()
+            .filter(|n| n.name != this)
+            .map(|n| {
+                let state = PeerState {
+                    error: Some("not connected yet".into()),
+                    ..PeerState::default()
+                };
+                (n.name.clone(), state)
+            })
+            .collect();
+        Peers {
+            config,
+            this,
+            table: Mutex::new(table),
+            next_link: 1.into(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PeerState>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.config.cluster.heartbeat_ms)
+    }
+
+    /// Status of every node, this one first.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        let table = self.lock();
+        let stale = self.heartbeat() * 3;
+        self.config
+            .nodes
+            .iter()
+            .map(|n| {
+                if n.name == self.this {
+                    return NodeStatus {
+                        name: n.name.clone(),
+                        address: n.address.to_string(),
+                        isa: n.isa,
+                        health: Health::Local,
+                        rtt_us: None,
+                        last_seen_ms: None,
+                        error: None,
+                    };
+                }
+                let s = table.get(&n.name).cloned().unwrap_or_default();
+                let fresh = s.last_seen.is_some_and(|t| t.elapsed() < stale);
+                let health = if s.up && fresh { Health::Up } else { Health::Down };
+                NodeStatus {
+                    name: n.name.clone(),
+                    address: n.address.to_string(),
+                    isa: n.isa,
+                    health,
+                    rtt_us: s.rtt_us,
+                    last_seen_ms: s.last_seen.map(|t| t.elapsed().as_millis() as u64),
+                    error: match health {
+                        Health::Down => s.error.or_else(|| Some("heartbeats stopped".into())),
+                        _ => None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn link_up(&self, peer: &str) -> u64 {
+        let id = self
+            .next_link
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut t = self.lock();
+        let s = t.entry(peer.to_owned()).or_default();
+        s.up = true;
+        s.link_id = id;
+        s.last_seen = Some(Instant::now());
+        s.error = None;
+        id
+    }
+
+    fn link_down(&self, peer: &str, link_id: Option<u64>, error: String) {
+        let mut t = self.lock();
+        let s = t.entry(peer.to_owned()).or_default();
+        if link_id.is_none_or(|id| id == s.link_id) {
+            s.up = false;
+            s.error = Some(error);
+        }
+    }
+
+    fn heard(&self, peer: &str, link_id: u64, rtt_us: Option<f64>) {
+        let mut t = self.lock();
+        if let Some(s) = t.get_mut(peer) {
+            if s.link_id == link_id {
+                s.last_seen = Some(Instant::now());
+                if rtt_us.is_some() {
+                    s.rtt_us = rtt_us;
+                }
+            }
+        }
+    }
+
+    /// Names a node by the IP a connection came from, for refusal messages.
+    fn node_at(&self, addr: SocketAddr) -> Option<String> {
+        self.config
+            .nodes
+            .iter()
+            .find(|n| n.address.ip() == addr.ip() && n.name != self.this)
+            .map(|n| n.name.clone())
+    }
+}
+
+/// Starts the listener and one dialer per node this one is to dial.
+pub async fn start(peers: Arc<Peers>, tls: TlsIdentity, listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {listen}"))?;
+    info!(%listen, "listening for peers");
+    let acceptor = TlsAcceptor::from(tls.server.clone());
+    tokio::spawn(accept_loop(peers.clone(), listener, acceptor));
+    let connector = TlsConnector::from(tls.client.clone());
+    let to_dial: Vec<NodeConfig> = peers
+        .config
+        .nodes
+        .iter()
+        .filter(|n| n.name.as_str() > peers.this.as_str())
+        .cloned()
+        .collect();
+    for node in to_dial {
+        tokio::spawn(dial_loop(peers.clone(), connector.clone(), node));
+    }
+    Ok(())
+}
+
+async fn accept_loop(peers: Arc<Peers>, listener: TcpListener, acceptor: TlsAcceptor) {
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("accepting a peer connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let peers = peers.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match accept_one(&peers, tcp, acceptor).await {
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(%from, "refused peer connection: {e:#}");
+                    if let Some(node) = peers.node_at(from) {
+                        peers.link_down(&node, None, format!("refused its connection: {e:#}"));
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn accept_one(peers: &Arc<Peers>, tcp: TcpStream, acceptor: TlsAcceptor) -> Result<()> {
+    tcp.set_nodelay(true)?;
+    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| anyhow!("TLS handshake timed out"))?
+        .context("TLS handshake failed")?;
+    let hello = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut tls))
+        .await
+        .map_err(|_| anyhow!("no hello"))??;
+    let PeerMessage::Hello { cluster, node } = hello else {
+        bail!("first frame was not a hello");
+    };
+    if cluster != peers.config.cluster.name {
+        bail!("peer belongs to cluster '{cluster}', not '{}'", peers.config.cluster.name);
+    }
+    peers.config.node(&node)?;
+    if node == peers.this {
+        bail!("peer claims to be this node ('{node}')");
+    }
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| anyhow!("peer presented no certificate"))?
+        .clone();
+    check_peer_name(&cert, &node)?;
+    write_frame(&mut tls, &hello_of(peers)).await?;
+    let id = peers.link_up(&node);
+    info!(peer = %node, "peer link up (accepted)");
+    let err = run_link(peers, &node, id, tls).await;
+    info!(peer = %node, "peer link down: {err:#}");
+    peers.link_down(&node, Some(id), format!("link lost: {err:#}"));
+    Ok(())
+}
+
+async fn dial_loop(peers: Arc<Peers>, connector: TlsConnector, node: NodeConfig) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match dial_one(&peers, &connector, &node).await {
+            Ok((id, err)) => {
+                info!(peer = %node.name, "peer link down: {err:#}");
+                peers.link_down(&node.name, Some(id), format!("link lost: {err:#}"));
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                debug!(peer = %node.name, "cannot connect: {e:#}");
+                peers.link_down(&node.name, None, format!("{e:#}"));
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Connects and runs a link; `Ok` carries the error that ended an
+/// established link, `Err` a failure to establish one.
+async fn dial_one(
+    peers: &Arc<Peers>,
+    connector: &TlsConnector,
+    node: &NodeConfig,
+) -> Result<(u64, anyhow::Error)> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(node.address))
+        .await
+        .map_err(|_| anyhow!("connecting to {} timed out", node.address))?
+        .with_context(|| format!("cannot connect to {}", node.address))?;
+    tcp.set_nodelay(true)?;
+    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name(&node.name)?, tcp))
+        .await
+        .map_err(|_| anyhow!("TLS handshake with {} timed out", node.address))?
+        .with_context(|| format!("TLS handshake with {} failed", node.address))?;
+    write_frame(&mut tls, &hello_of(peers)).await?;
+    let hello = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut tls))
+        .await
+        .map_err(|_| anyhow!("no hello from {}", node.name))??;
+    match hello {
+        PeerMessage::Hello { cluster, node: name }
+            if cluster == peers.config.cluster.name && name == node.name => {}
+        other => bail!("unexpected hello from {}: {other:?}", node.address),
+    }
+    let id = peers.link_up(&node.name);
+    info!(peer = %node.name, "peer link up (dialed)");
+    Ok((id, run_link(peers, &node.name, id, tls).await))
+}
+
+fn hello_of(peers: &Peers) -> PeerMessage {
+    PeerMessage::Hello {
+        cluster: peers.config.cluster.name.clone(),
+        node: peers.this.clone(),
+    }
+}
+
+/// Runs an established link until it fails; returns why.
+async fn run_link<S>(peers: &Arc<Peers>, peer: &str, link_id: u64, stream: S) -> anyhow::Error
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (out_tx, mut out_rx) = mpsc::channel::<PeerMessage>(256);
+    let (in_tx, mut in_rx) = mpsc::channel::<Result<PeerMessage>>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if write_frame(&mut wr, &m).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Reading a frame is not cancel-safe, so it gets a task of its own.
+    let reader = tokio::spawn(async move {
+        loop {
+            let frame = read_frame(&mut rd).await;
+            let failed = frame.is_err();
+            if in_tx.send(frame).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let hb = peers.heartbeat();
+    let mut ticker = tokio::time::interval(hb);
+    let mut seq = 0u64;
+    let mut last_frame = Instant::now();
+    let err = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if last_frame.elapsed() > hb * MISSED_HEARTBEATS {
+                    break anyhow!("no frame for {MISSED_HEARTBEATS} heartbeats");
+                }
+                seq += 1;
+                if out_tx.send(PeerMessage::Ping { seq, sent_ns: peers.now_ns() }).await.is_err() {
+                    break anyhow!("peer link writer stopped");
+                }
+            }
+            frame = in_rx.recv() => {
+                last_frame = Instant::now();
+                match frame {
+                    None => break anyhow!("peer link reader stopped"),
+                    Some(Err(e)) => break e,
+                    Some(Ok(PeerMessage::Ping { seq, sent_ns })) => {
+                        peers.heard(peer, link_id, None);
+                        if out_tx.send(PeerMessage::Pong { seq, sent_ns }).await.is_err() {
+                            break anyhow!("peer link writer stopped");
+                        }
+                    }
+                    Some(Ok(PeerMessage::Pong { sent_ns, .. })) => {
+                        let rtt = peers.now_ns().saturating_sub(sent_ns) as f64 / 1000.0;
+                        peers.heard(peer, link_id, Some(rtt));
+                    }
+                    Some(Ok(other)) => break anyhow!("protocol error: unexpected {other:?}"),
+                }
+            }
+        }
+    };
+    writer.abort();
+    reader.abort();
+    err
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<PeerMessage> {
+    let mut header = [0u8; 4];
+    rd.read_exact(&mut header).await.context("peer closed the link")?;
+    let total = frame_len(header)?;
+    let mut buf = vec![0u8; total];
+    buf[..4].copy_from_slice(&header);
+    rd.read_exact(&mut buf[4..]).await.context("peer closed the link mid-frame")?;
+    match decode_frame(&buf)? {
+        Some((msg, _)) => Ok(msg),
+        None => bail!("incomplete frame"),
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, msg: &PeerMessage) -> std::io::Result<()> {
+    wr.write_all(&encode_frame(msg)).await?;
+    wr.flush().await
+}

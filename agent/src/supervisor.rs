@@ -1,0 +1,272 @@
+//! One OS thread per process the agent controls. ptrace ties a tracee to
+//! the thread that seized it, so every freeze, capture, thaw and wait for a
+//! given process happens on its supervisor thread; requests arrive over a
+//! channel and an eventfd wakes the thread.
+//!
+//! A *launched* supervisor starts the program itself (it is the parent and
+//! reports the exit status); an *attached* one controls an existing process
+//! for `freeze`/`inspect` and ends once the process is thawed.
+
+use crate::sys::{self, EventFd};
+use popcorn_checkpoint::FrozenProcess;
+use popcorn_proto::control::ExitStatus;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command as ProcessCommand, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// Requests a supervisor serves.
+pub enum Request {
+    Freeze(Reply<usize>),
+    Thaw(Reply<()>),
+    Inspect(Reply<serde_json::Value>),
+}
+
+/// The control side of a supervisor thread.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Request>,
+    wake: Arc<EventFd>,
+}
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .map_err(|_| "the process is no longer controlled (it exited)".to_owned())?;
+        self.wake.wake();
+        rx.await
+            .map_err(|_| "the process exited while the request was handled".to_owned())?
+    }
+
+    pub async fn freeze(&self) -> Result<usize, String> {
+        self.ask(Request::Freeze).await
+    }
+
+    pub async fn thaw(&self) -> Result<(), String> {
+        self.ask(Request::Thaw).await
+    }
+
+    pub async fn inspect(&self) -> Result<serde_json::Value, String> {
+        self.ask(Request::Inspect).await
+    }
+}
+
+/// What the supervisor reports back about its process.
+pub trait Events: Send + 'static {
+    fn frozen(&self, pid: i32, frozen: bool);
+    fn exited(&self, pid: i32, status: Option<ExitStatus>);
+}
+
+/// How to start a program.
+pub struct Launch {
+    pub program: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub stdio: [OwnedFd; 3],
+}
+
+/// Starts `launch` on a new supervisor thread. Returns the pid, a pidfd and
+/// the handle once the program runs.
+pub fn launch(launch: Launch, events: impl Events) -> Result<(i32, OwnedFd, Handle), String> {
+    let (started_tx, started_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("supervisor".into())
+        .spawn(move || {
+            let child = match spawn(launch) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let pid = child.id() as i32;
+            let setup = (|| {
+                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
+                let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
+                let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+                Ok::<_, String>((pidfd, signal_fd, wake))
+            })();
+            let (pidfd, signal_fd, wake) = match setup {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let (tx, rx) = mpsc::channel();
+            let handle = Handle { tx, wake: wake.clone() };
+            if started_tx.send(Ok((pid, signal_fd, handle))).is_err() {
+                return;
+            }
+            // std's Child is only used for spawning; reaping is ours.
+            std::mem::forget(child);
+            let status = serve(pid, true, pidfd, &wake, &rx, &events);
+            events.exited(pid, status);
+        })
+        .map_err(|e| format!("cannot start a supervisor thread: {e}"))?;
+    started_rx
+        .recv()
+        .map_err(|_| "supervisor thread died".to_owned())?
+}
+
+/// Attaches a supervisor to an existing process.
+pub fn attach(pid: i32, events: impl Events) -> Result<Handle, String> {
+    let pidfd = sys::pidfd_open(pid).map_err(|e| format!("process {pid}: {e}"))?;
+    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (tx, rx) = mpsc::channel();
+    let handle = Handle { tx, wake: wake.clone() };
+    std::thread::Builder::new()
+        .name(format!("attach-{pid}"))
+        .spawn(move || {
+            let status = serve(pid, false, pidfd, &wake, &rx, &events);
+            events.exited(pid, status);
+        })
+        .map_err(|e| format!("cannot start a supervisor thread: {e}"))?;
+    Ok(handle)
+}
+
+fn spawn(l: Launch) -> Result<std::process::Child, String> {
+    use std::os::unix::process::CommandExt;
+    let [stdin, stdout, stderr] = l.stdio;
+    let mut cmd = ProcessCommand::new(&l.program);
+    if let Some((argv0, rest)) = l.argv.split_first() {
+        cmd.arg0(argv0).args(rest);
+    }
+    cmd.env_clear()
+        .envs(l.env)
+        .current_dir(&l.cwd)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .uid(l.uid)
+        .gid(l.gid);
+    // SAFETY: setsid is async-signal-safe; it detaches the program from the
+    // agent's session so signals meant for the agent never reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", l.program))
+}
+
+/// The supervisor loop. Returns the exit status when the process was ours
+/// to reap and ended, `None` when an attached process was released.
+fn serve(
+    pid: i32,
+    is_parent: bool,
+    pidfd: OwnedFd,
+    wake: &EventFd,
+    rx: &mpsc::Receiver<Request>,
+    events: &dyn Events,
+) -> Option<ExitStatus> {
+    let mut frozen: Option<FrozenProcess> = None;
+    loop {
+        // While frozen, exits of traced threads are reported to us and must
+        // be reaped before the pidfd fires, so poll periodically then.
+        let timeout = frozen.as_ref().map(|_| Duration::from_millis(50));
+        let (gone, woken) = sys::poll2(pidfd.as_fd(), wake.fd(), timeout).unwrap_or((false, true));
+        if let Some(status) = reap(pid) {
+            drop(frozen.take());
+            return Some(status);
+        }
+        if gone {
+            drop(frozen.take());
+            if is_parent {
+                // Reap the leader (blocking is fine: it has exited).
+                loop {
+                    if let Some(status) = reap(pid) {
+                        return Some(status);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            return None;
+        }
+        if woken {
+            wake.drain();
+        }
+        while let Ok(req) = rx.try_recv() {
+            handle(pid, req, &mut frozen, events);
+        }
+        if !is_parent && frozen.is_none() {
+            return None;
+        }
+    }
+}
+
+/// Reaps whatever of ours has exited; returns the leader's status if it did.
+fn reap(pid: i32) -> Option<ExitStatus> {
+    while let Some((who, status)) = sys::reap_one() {
+        debug!(pid, who, status, "reaped");
+        if who == pid {
+            if let Some(s) = ExitStatus::from_wait_status(status) {
+                return Some(s);
+            }
+        }
+    }
+    None
+}
+
+fn handle(pid: i32, req: Request, frozen: &mut Option<FrozenProcess>, events: &dyn Events) {
+    match req {
+        Request::Freeze(reply) => {
+            let r = if frozen.is_some() {
+                Err(format!("process {pid} is already frozen"))
+            } else {
+                FrozenProcess::freeze(pid)
+                    .map(|f| {
+                        let n = f.tids().len();
+                        *frozen = Some(f);
+                        events.frozen(pid, true);
+                        n
+                    })
+                    .map_err(|e| e.to_string())
+            };
+            let _ = reply.send(r);
+        }
+        Request::Thaw(reply) => {
+            let r = match frozen.take() {
+                None => Err(format!("process {pid} is not frozen")),
+                Some(f) => {
+                    events.frozen(pid, false);
+                    f.thaw().map_err(|e| e.to_string())
+                }
+            };
+            let _ = reply.send(r);
+        }
+        Request::Inspect(reply) => {
+            let r = match frozen {
+                Some(f) => capture_json(f),
+                None => match FrozenProcess::freeze(pid) {
+                    Ok(mut f) => {
+                        let r = capture_json(&mut f);
+                        if let Err(e) = f.thaw() {
+                            warn!(pid, "thaw after inspect: {e}");
+                        }
+                        r
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            let _ = reply.send(r);
+        }
+    }
+}
+
+fn capture_json(f: &mut FrozenProcess) -> Result<serde_json::Value, String> {
+    let state = f.capture().map_err(|e| e.to_string())?;
+    serde_json::to_value(&state).map_err(|e| e.to_string())
+}
