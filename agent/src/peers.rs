@@ -244,16 +244,25 @@ async fn accept_one(peers: &Arc<Peers>, tcp: TcpStream, acceptor: TlsAcceptor) -
 
 async fn dial_loop(peers: Arc<Peers>, connector: TlsConnector, node: NodeConfig) {
     let mut backoff = Duration::from_millis(200);
+    let mut last_error = String::new();
     loop {
         match dial_one(&peers, &connector, &node).await {
             Ok((id, err)) => {
                 info!(peer = %node.name, "peer link down: {err:#}");
                 peers.link_down(&node.name, Some(id), format!("link lost: {err:#}"));
                 backoff = Duration::from_millis(200);
+                last_error.clear();
             }
             Err(e) => {
-                debug!(peer = %node.name, "cannot connect: {e:#}");
-                peers.link_down(&node.name, None, format!("{e:#}"));
+                let message = format!("{e:#}");
+                // Log each new reason once; retries with the same one are quiet.
+                if message != last_error {
+                    warn!(peer = %node.name, "cannot link to peer: {message}");
+                    last_error = message.clone();
+                } else {
+                    debug!(peer = %node.name, "cannot link to peer: {message}");
+                }
+                peers.link_down(&node.name, None, message);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }

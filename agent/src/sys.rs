@@ -107,18 +107,6 @@ pub fn process_uid(pid: i32) -> Option<u32> {
         .and_then(|u| u.parse().ok())
 }
 
-/// argv of a process from /proc.
-pub fn process_argv(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Number of threads of a process.
 pub fn thread_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())

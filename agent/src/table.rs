@@ -16,7 +16,6 @@ pub struct Managed {
     pub info: ProcessInfo,
     pub handle: Handle,
     pub pidfd: Arc<OwnedFd>,
-    pub exit: watch::Receiver<Option<ExitStatus>>,
     exit_tx: watch::Sender<Option<ExitStatus>>,
 }
 
@@ -39,8 +38,7 @@ impl ProcessTable {
 
     /// Records a launched process.
     pub fn insert(&self, info: ProcessInfo, handle: Handle, pidfd: OwnedFd) -> watch::Receiver<Option<ExitStatus>> {
-        let (exit_tx, exit) = watch::channel(None);
-        let rx = exit.clone();
+        let (exit_tx, rx) = watch::channel(None);
         let mut inner = self.lock();
         inner.exited_order.retain(|&p| p != info.pid);
         inner.managed.insert(
@@ -49,7 +47,6 @@ impl ProcessTable {
                 info,
                 handle,
                 pidfd: Arc::new(pidfd),
-                exit,
                 exit_tx,
             },
         );

@@ -127,14 +127,10 @@ pub fn inspect(state: &Value, json: bool) -> Result<i32> {
     let vmas = vmas.as_array().cloned().unwrap_or_default();
     println!("\n{} memory area(s)", vmas.len());
     for v in &vmas {
-        let s = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-        println!(
-            "  {}-{} {} {}",
-            s("start").as_u64().map_or("?".into(), |n| format!("{n:012x}")),
-            s("end").as_u64().map_or("?".into(), |n| format!("{n:012x}")),
-            s("perms").as_str().unwrap_or("?"),
-            s("path").as_str().or_else(|| s("name").as_str()).unwrap_or(""),
-        );
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let addr = |k: &str| v.get(k).and_then(Value::as_u64).map_or("?".into(), |n| format!("{n:012x}"));
+        let name = if s("path").is_empty() { s("name") } else { s("path") };
+        println!("  {}-{} {} {}", addr("start"), addr("end"), s("perms"), name);
     }
     let fds = get("fds");
     let fds = fds.as_array().cloned().unwrap_or_default();
