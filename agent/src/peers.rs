@@ -389,3 +389,79 @@ async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, msg: &PeerMessage) -> st
     wr.write_all(&encode_frame(msg)).await?;
     wr.flush().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use popcorn_proto::config::{ClusterSection, Isa};
+    use std::path::PathBuf;
+
+    fn cluster() -> Arc<ClusterConfig> {
+        let node = |name: &str, ip: u8| NodeConfig {
+            name: name.into(),
+            address: SocketAddr::from(([10, 0, 0, ip], 7077)),
+            isa: Isa::X86_64,
+        };
+        Arc::new(ClusterConfig {
+            cluster: ClusterSection {
+                name: "t".into(),
+                pki_dir: PathBuf::from("/nonexistent"),
+                run_dir: PathBuf::from("/nonexistent"),
+                this: None,
+                heartbeat_ms: 100,
+            },
+            nodes: vec![node("a", 1), node("b", 2), node("c", 3)],
+        })
+    }
+
+    fn health(p: &Peers, name: &str) -> NodeStatus {
+        p.status().into_iter().find(|n| n.name == name).unwrap()
+    }
+
+    #[test]
+    fn health_follows_links_and_heartbeats() {
+        let p = Peers::new(cluster(), "b".into());
+        assert_eq!(health(&p, "b").health, Health::Local);
+        let a = health(&p, "a");
+        assert_eq!(a.health, Health::Down);
+        assert_eq!(a.error.as_deref(), Some("not connected yet"));
+
+        let id = p.link_up("a");
+        p.heard("a", id, Some(42.0));
+        let a = health(&p, "a");
+        assert_eq!(a.health, Health::Up);
+        assert_eq!(a.rtt_us, Some(42.0));
+        assert_eq!(a.error, None);
+
+        // A stale link ending must not mark a newer link down.
+        let newer = p.link_up("a");
+        p.link_down("a", Some(id), "old link lost".into());
+        assert_eq!(health(&p, "a").health, Health::Up);
+        // Heartbeats from the old link are ignored.
+        p.heard("a", id, Some(1.0));
+        assert_eq!(health(&p, "a").rtt_us, Some(42.0));
+        p.link_down("a", Some(newer), "link lost: reset".into());
+        let a = health(&p, "a");
+        assert_eq!(a.health, Health::Down);
+        assert_eq!(a.error.as_deref(), Some("link lost: reset"));
+    }
+
+    #[test]
+    fn silence_means_down() {
+        let p = Peers::new(cluster(), "a".into());
+        p.link_up("c");
+        assert_eq!(health(&p, "c").health, Health::Up);
+        std::thread::sleep(Duration::from_millis(350));
+        let c = health(&p, "c");
+        assert_eq!(c.health, Health::Down);
+        assert_eq!(c.error.as_deref(), Some("heartbeats stopped"));
+    }
+
+    #[test]
+    fn refusals_are_attributed_by_address() {
+        let p = Peers::new(cluster(), "a".into());
+        assert_eq!(p.node_at(SocketAddr::from(([10, 0, 0, 3], 5555))).as_deref(), Some("c"));
+        assert_eq!(p.node_at(SocketAddr::from(([10, 0, 0, 1], 5555))), None);
+        assert_eq!(p.node_at(SocketAddr::from(([10, 9, 9, 9], 5555))), None);
+    }
+}

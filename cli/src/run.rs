@@ -151,3 +151,21 @@ fn forward_signals(set: libc::sigset_t, mut stream: UnixStream) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_like_a_shell() {
+        let sh = resolve_program("sh").unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        assert_eq!(resolve_program("/bin/sh").unwrap(), PathBuf::from("/bin/sh"));
+        assert_eq!(resolve_program("no-such-program-xyz").unwrap_err().0, 127);
+        assert_eq!(resolve_program("./no/such/file").unwrap_err().0, 127);
+        // A file that exists but is not executable.
+        assert_eq!(resolve_program("/etc/passwd").unwrap_err().0, 126);
+        // A directory is not a program.
+        assert_eq!(resolve_program("/tmp").unwrap_err().0, 126);
+    }
+}
