@@ -148,3 +148,14 @@ fn dispatch(target: &Target, command: Command) -> Result<i32> {
 fn unexpected(reply: Reply) -> Result<i32> {
     bail!("unexpected reply from the agent: {reply:?}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

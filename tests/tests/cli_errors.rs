@@ -23,16 +23,27 @@ fn proc_state(host_pid: &str) -> Option<char> {
     stat.rsplit(')').next()?.trim().chars().next()
 }
 
-/// A root-owned program under node a's agent; returns (child, pid in node).
-fn start_sleeper(c: &TestCluster, tag: &str) -> (Child, String) {
+/// A `popcorn run` client, killed if the test ends early.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A root-owned program under node a's agent; returns (client, pid in node).
+fn start_sleeper(c: &TestCluster, tag: &str) -> (Running, String) {
     let pidfile = std::env::temp_dir().join(format!("popcorn-err-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_file(&pidfile);
     let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
-    let child = c
-        .popcorn_direct("a", &["run", "/bin/sh", "-c", &script])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Running(
+        c.popcorn_direct("a", &["run", "/bin/sh", "-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(s) = std::fs::read_to_string(&pidfile) {
@@ -112,5 +123,5 @@ fn bad_requests_are_refused_clearly() {
     assert_eq!(proc_state(&host_pid), Some('S'));
     let out = c.popcorn_direct("a", &["kill", &pid, "KILL"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(sleeper.wait().unwrap().code(), Some(137));
+    assert_eq!(sleeper.0.wait().unwrap().code(), Some(137));
 }

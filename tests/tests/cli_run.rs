@@ -95,7 +95,7 @@ fn signals_reach_the_program_and_ps_shows_it() {
         "trap 'echo got-int; exit 7' INT; echo $$ > {}; while :; do sleep 0.05; done",
         pidfile.display()
     );
-    let mut child = c
+    let child = c
         .popcorn_direct("a", &["run", "/bin/sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -110,7 +110,7 @@ fn signals_reach_the_program_and_ps_shows_it() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["pid"].to_string() == pid)
+        .find(|p| p["pid"].as_i64() == pid.parse().ok())
         .unwrap_or_else(|| panic!("pid {pid} not in ps: {procs}"));
     assert_eq!(entry["node"], "a");
     assert_eq!(entry["state"], "running");

@@ -33,8 +33,8 @@ pub enum ClusterCommand {
         /// Cluster name (peers of another cluster are refused).
         #[arg(long)]
         name: String,
-        /// A node as NAME=IP:PORT[,ISA]; repeat for each node.
-        #[arg(long = "node", required = true)]
+        /// A member node as NAME=IP:PORT[,ISA]; repeat for each node.
+        #[arg(long = "member", required = true)]
         nodes: Vec<String>,
         /// Replace existing credentials.
         #[arg(long)]
@@ -114,17 +114,17 @@ pub fn run(cmd: ClusterCommand) -> Result<i32> {
 fn parse_node(spec: &str) -> Result<NodeConfig> {
     let (name, rest) = spec
         .split_once('=')
-        .ok_or_else(|| anyhow!("--node {spec}: expected NAME=IP:PORT[,ISA]"))?;
+        .ok_or_else(|| anyhow!("--member {spec}: expected NAME=IP:PORT[,ISA]"))?;
     let (addr, isa) = match rest.split_once(',') {
-        Some((a, i)) => (a, i.parse::<Isa>().map_err(|e| anyhow!("--node {spec}: {e}"))?),
+        Some((a, i)) => (a, i.parse::<Isa>().map_err(|e| anyhow!("--member {spec}: {e}"))?),
         None => (rest, Isa::native()),
     };
     let address: SocketAddr = addr
         .parse()
         .or_else(|_| format!("{addr}:{DEFAULT_PEER_PORT}").parse())
-        .map_err(|_| anyhow!("--node {spec}: '{addr}' is not an IP:PORT address"))?;
+        .map_err(|_| anyhow!("--member {spec}: '{addr}' is not an IP:PORT address"))?;
     if !valid_node_name(name) {
-        bail!("--node {spec}: node names are 1-32 characters of a-z, 0-9, '-' or '_'");
+        bail!("--member {spec}: node names are 1-32 characters of a-z, 0-9, '-' or '_'");
     }
     Ok(NodeConfig {
         name: name.to_owned(),
