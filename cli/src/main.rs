@@ -74,6 +74,9 @@ enum Command {
 }
 
 fn main() {
+    // Like other Unix tools, die quietly when a pipe reader (`| head`) goes away.
+    // SAFETY: resetting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("POPCORN_LOG")
