@@ -1,1 +1,34 @@
-//! placeholder
+//! ptrace control of a live process: freeze and thaw every thread without
+//! sending a signal, inject system calls into a stopped thread, and capture
+//! the thread and process state a restore needs.
+//!
+//! ```no_run
+//! let mut f = popcorn_checkpoint::FrozenProcess::freeze(1234)?;
+//! let state = f.capture()?;
+//! f.thaw()?;
+//! # Ok::<(), popcorn_checkpoint::Error>(())
+//! ```
+
+mod error;
+mod freeze;
+mod inject;
+mod pagemap;
+mod process;
+pub mod procfs;
+mod regs;
+mod sys;
+mod thread;
+mod tracer;
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+compile_error!("popcorn-checkpoint supports x86_64 Linux only");
+
+pub use error::Error;
+pub use freeze::{process_exists, process_owner_uid, FrozenProcess};
+pub use process::{Disposition, FdState, ProcessState, Rlimit, SigAction};
+pub use procfs::fd::FdKind;
+pub use procfs::maps::{Backing, PageRange, Vma};
+pub use procfs::stat::MmFields;
+pub use regs::{InterruptedSyscall, Regs, RestartKind};
+pub use sys::ptrace::RseqConfig;
+pub use thread::{PendingSignal, RobustList, SigAltStack, ThreadState};
