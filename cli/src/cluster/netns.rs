@@ -1,4 +1,4 @@
-//! The `ip` and `nsenter` commands the local cluster is built from.
+//! The `ip`, `unshare` and `nsenter` commands the local cluster is built from.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::process::{Command, Stdio};
@@ -29,7 +29,8 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<String> {
 fn package_of(program: &str) -> &'static str {
     match program {
         "ip" => "iproute2",
-        _ => "util-linux",
+        "unshare" | "nsenter" => "util-linux",
+        _ => "the package that provides it",
     }
 }
 
@@ -57,6 +58,11 @@ pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Whether a host interface of that name exists.
+pub fn link_exists(name: &str) -> Result<bool> {
+    Ok(links_with_prefix(name)?.iter().any(|l| l == name))
+}
+
 /// Processes inside a network namespace.
 pub fn netns_pids(ns: &str) -> Vec<i32> {
     ip(&["netns", "pids", ns])
@@ -65,7 +71,11 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
 }
 
 pub fn check_tools() -> Result<()> {
-    for (tool, args) in [("ip", ["-V"]), ("unshare", ["--version"]), ("nsenter", ["--version"])] {
+    for (tool, args) in [
+        ("ip", ["-V"]),
+        ("unshare", ["--version"]),
+        ("nsenter", ["--version"]),
+    ] {
         cmd(tool, &args).context("the local cluster needs iproute2 and util-linux")?;
     }
     Ok(())
