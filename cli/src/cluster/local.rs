@@ -400,8 +400,34 @@ pub(super) fn down(name: &str, dir: &Path) -> Result<()> {
             failed.join("\n  ")
         );
     }
-    remove_dir(dir);
+    match dir_owner(dir) {
+        Some(other) if other != name => warn!(
+            "left {} alone: it belongs to cluster '{other}' (pass that cluster's --dir)",
+            dir.display()
+        ),
+        _ => remove_dir(dir),
+    }
     Ok(())
+}
+
+/// The cluster a directory's files belong to, if they say.
+fn dir_owner(dir: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Named {
+        name: String,
+    }
+    if let Some(state) = std::fs::read(dir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Named>(&t).ok())
+    {
+        return Some(state.name);
+    }
+    Some(
+        ClusterConfig::load(&dir.join("cluster.toml"))
+            .ok()?
+            .cluster
+            .name,
+    )
 }
 
 /// Removes what `up` writes in DIR, then DIR if nothing else is in it.
