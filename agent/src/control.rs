@@ -63,13 +63,18 @@ impl Conn {
                 return Ok(Some(line));
             }
             if self.buf.len() > MAX_LINE {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "control line too long"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "control line too long",
+                ));
             }
             self.stream.readable().await?;
             let mut chunk = [0u8; 8192];
             let fds = &mut self.fds;
             let stream = &self.stream;
-            match stream.try_io(Interest::READABLE, || recv_with_fds(stream.as_fd(), &mut chunk, fds)) {
+            match stream.try_io(Interest::READABLE, || {
+                recv_with_fds(stream.as_fd(), &mut chunk, fds)
+            }) {
                 Ok(0) => return Ok(None),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -112,7 +117,13 @@ async fn handle_conn(stream: UnixStream, agent: Arc<Agent>) -> io::Result<()> {
     };
     let request: Request = match decode_line(&line) {
         Ok(r) => r,
-        Err(e) => return conn.send(&error(format!("{e}; is the popcorn CLI the same version as the agent?"))).await,
+        Err(e) => {
+            return conn
+                .send(&error(format!(
+                    "{e}; is the popcorn CLI the same version as the agent?"
+                )))
+                .await
+        }
     };
     debug!(uid = caller.uid, ?request, "control request");
     let reply = match request {
@@ -218,7 +229,12 @@ async fn inspect(agent: &Agent, pid: i32) -> Reply {
     }
 }
 
-async fn handle_run(mut conn: Conn, agent: Arc<Agent>, caller: Caller, run: RunRequest) -> io::Result<()> {
+async fn handle_run(
+    mut conn: Conn,
+    agent: Arc<Agent>,
+    caller: Caller,
+    run: RunRequest,
+) -> io::Result<()> {
     for n in &run.nodes {
         if let Err(e) = agent.config.node(n) {
             return conn.send(&error(e.to_string())).await;
@@ -236,7 +252,9 @@ async fn handle_run(mut conn: Conn, agent: Arc<Agent>, caller: Caller, run: RunR
     let fds = std::mem::take(&mut conn.fds);
     let Ok(stdio) = <[OwnedFd; 3]>::try_from(fds) else {
         return conn
-            .send(&error("`run` needs exactly three descriptors (stdin, stdout, stderr) attached"))
+            .send(&error(
+                "`run` needs exactly three descriptors (stdin, stdout, stderr) attached",
+            ))
             .await;
     };
     let nodes = if run.nodes.is_empty() {

@@ -69,8 +69,8 @@ fn bind_control(path: &Path) -> Result<UnixListener> {
         );
     }
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     // Everyone may connect; each request is checked against SO_PEERCRED.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(listener)

@@ -97,7 +97,11 @@ impl Peers {
                 }
                 let s = table.get(&n.name).cloned().unwrap_or_default();
                 let fresh = s.last_seen.is_some_and(|t| t.elapsed() < stale);
-                let health = if s.up && fresh { Health::Up } else { Health::Down };
+                let health = if s.up && fresh {
+                    Health::Up
+                } else {
+                    Health::Down
+                };
                 NodeStatus {
                     name: n.name.clone(),
                     address: n.address.to_string(),
@@ -219,7 +223,10 @@ async fn accept_one(peers: &Arc<Peers>, tcp: TcpStream, acceptor: TlsAcceptor) -
         bail!("first frame was not a hello");
     };
     if cluster != peers.config.cluster.name {
-        bail!("peer belongs to cluster '{cluster}', not '{}'", peers.config.cluster.name);
+        bail!(
+            "peer belongs to cluster '{cluster}', not '{}'",
+            peers.config.cluster.name
+        );
     }
     peers.config.node(&node)?;
     if node == peers.this {
@@ -282,17 +289,22 @@ async fn dial_one(
         .map_err(|_| anyhow!("connecting to {} timed out", node.address))?
         .with_context(|| format!("cannot connect to {}", node.address))?;
     tcp.set_nodelay(true)?;
-    let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name(&node.name)?, tcp))
-        .await
-        .map_err(|_| anyhow!("TLS handshake with {} timed out", node.address))?
-        .with_context(|| format!("TLS handshake with {} failed", node.address))?;
+    let mut tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        connector.connect(server_name(&node.name)?, tcp),
+    )
+    .await
+    .map_err(|_| anyhow!("TLS handshake with {} timed out", node.address))?
+    .with_context(|| format!("TLS handshake with {} failed", node.address))?;
     write_frame(&mut tls, &hello_of(peers)).await?;
     let hello = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut tls))
         .await
         .map_err(|_| anyhow!("no hello from {}", node.name))??;
     match hello {
-        PeerMessage::Hello { cluster, node: name }
-            if cluster == peers.config.cluster.name && name == node.name => {}
+        PeerMessage::Hello {
+            cluster,
+            node: name,
+        } if cluster == peers.config.cluster.name && name == node.name => {}
         other => bail!("unexpected hello from {}: {other:?}", node.address),
     }
     let id = peers.link_up(&node.name);
@@ -374,11 +386,15 @@ where
 
 async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<PeerMessage> {
     let mut header = [0u8; 4];
-    rd.read_exact(&mut header).await.context("peer closed the link")?;
+    rd.read_exact(&mut header)
+        .await
+        .context("peer closed the link")?;
     let total = frame_len(header)?;
     let mut buf = vec![0u8; total];
     buf[..4].copy_from_slice(&header);
-    rd.read_exact(&mut buf[4..]).await.context("peer closed the link mid-frame")?;
+    rd.read_exact(&mut buf[4..])
+        .await
+        .context("peer closed the link mid-frame")?;
     match decode_frame(&buf)? {
         Some((msg, _)) => Ok(msg),
         None => bail!("incomplete frame"),
@@ -460,7 +476,11 @@ mod tests {
     #[test]
     fn refusals_are_attributed_by_address() {
         let p = Peers::new(cluster(), "a".into());
-        assert_eq!(p.node_at(SocketAddr::from(([10, 0, 0, 3], 5555))).as_deref(), Some("c"));
+        assert_eq!(
+            p.node_at(SocketAddr::from(([10, 0, 0, 3], 5555)))
+                .as_deref(),
+            Some("c")
+        );
         assert_eq!(p.node_at(SocketAddr::from(([10, 0, 0, 1], 5555))), None);
         assert_eq!(p.node_at(SocketAddr::from(([10, 9, 9, 9], 5555))), None);
     }

@@ -104,7 +104,10 @@ pub fn launch(launch: Launch, events: impl Events) -> Result<(i32, OwnedFd, Hand
                 }
             };
             let (tx, rx) = mpsc::channel();
-            let handle = Handle { tx, wake: wake.clone() };
+            let handle = Handle {
+                tx,
+                wake: wake.clone(),
+            };
             if started_tx.send(Ok((pid, signal_fd, handle))).is_err() {
                 return;
             }
@@ -124,7 +127,10 @@ pub fn attach(pid: i32, events: impl Events) -> Result<Handle, String> {
     let pidfd = sys::pidfd_open(pid).map_err(|e| format!("process {pid}: {e}"))?;
     let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
     let (tx, rx) = mpsc::channel();
-    let handle = Handle { tx, wake: wake.clone() };
+    let handle = Handle {
+        tx,
+        wake: wake.clone(),
+    };
     std::thread::Builder::new()
         .name(format!("attach-{pid}"))
         .spawn(move || {

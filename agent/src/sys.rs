@@ -43,7 +43,9 @@ pub struct EventFd(OwnedFd);
 impl EventFd {
     pub fn new() -> io::Result<EventFd> {
         // SAFETY: plain syscall.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as libc::c_long)?;
+        let fd = cvt(
+            unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) } as libc::c_long,
+        )?;
         // SAFETY: new descriptor owned by us.
         Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
@@ -52,13 +54,25 @@ impl EventFd {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN)
         // still leaves the fd readable, which is all a wake needs.
-        unsafe { libc::write(self.0.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
     }
 
     pub fn drain(&self) {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64; EAGAIN when already drained.
-        unsafe { libc::read(self.0.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -68,10 +82,22 @@ impl EventFd {
 }
 
 /// Waits until either fd is readable or the timeout passes; returns which are.
-pub fn poll2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
+pub fn poll2(
+    a: BorrowedFd<'_>,
+    b: BorrowedFd<'_>,
+    timeout: Option<Duration>,
+) -> io::Result<(bool, bool)> {
     let mut fds = [
-        libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: a.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     // SAFETY: fds is a live array of two pollfd.
@@ -92,7 +118,11 @@ pub fn reap_one() -> Option<(i32, i32)> {
     let mut status = 0;
     // SAFETY: status is a live int.
     let pid = unsafe {
-        libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL | libc::__WNOTHREAD)
+        libc::waitpid(
+            -1,
+            &mut status,
+            libc::WNOHANG | libc::__WALL | libc::__WNOTHREAD,
+        )
     };
     (pid > 0).then_some((pid, status))
 }

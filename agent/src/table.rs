@@ -37,7 +37,12 @@ impl ProcessTable {
     }
 
     /// Records a launched process.
-    pub fn insert(&self, info: ProcessInfo, handle: Handle, pidfd: OwnedFd) -> watch::Receiver<Option<ExitStatus>> {
+    pub fn insert(
+        &self,
+        info: ProcessInfo,
+        handle: Handle,
+        pidfd: OwnedFd,
+    ) -> watch::Receiver<Option<ExitStatus>> {
         let (exit_tx, rx) = watch::channel(None);
         let mut inner = self.lock();
         inner.exited_order.retain(|&p| p != info.pid);
@@ -122,7 +127,9 @@ impl Events for TableEvents {
         m.info.state = ProcessStateKind::Exited;
         m.info.exit = status;
         m.info.threads = 0;
-        let _ = m.exit_tx.send(status.or(Some(ExitStatus::Signal(libc::SIGKILL))));
+        let _ = m
+            .exit_tx
+            .send(status.or(Some(ExitStatus::Signal(libc::SIGKILL))));
         inner.exited_order.push(pid);
         while inner.exited_order.len() > KEEP_EXITED {
             let old = inner.exited_order.remove(0);

@@ -60,12 +60,16 @@ impl TlsIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs.clone(), key.clone_key())
-            .with_context(|| format!("certificate {} does not match its key", cert_path.display()))?;
+            .with_context(|| {
+                format!("certificate {} does not match its key", cert_path.display())
+            })?;
         let client = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
-            .with_context(|| format!("certificate {} does not match its key", cert_path.display()))?;
+            .with_context(|| {
+                format!("certificate {} does not match its key", cert_path.display())
+            })?;
         Ok(TlsIdentity {
             client: Arc::new(client),
             server: Arc::new(server),
@@ -75,12 +79,16 @@ impl TlsIdentity {
 
 /// The TLS server name under which a node's certificate is issued.
 pub fn server_name(node: &str) -> Result<ServerName<'static>> {
-    ServerName::try_from(node.to_owned()).map_err(|_| anyhow!("node name '{node}' is not a valid TLS name"))
+    ServerName::try_from(node.to_owned())
+        .map_err(|_| anyhow!("node name '{node}' is not a valid TLS name"))
 }
 
 /// Checks that a verified client certificate was issued to `node`.
 pub fn check_peer_name(cert: &CertificateDer<'_>, node: &str) -> Result<()> {
-    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| anyhow!("unreadable peer certificate: {e:?}"))?;
+    let ee = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| anyhow!("unreadable peer certificate: {e:?}"))?;
     ee.verify_is_valid_for_subject_name(&server_name(node)?)
-        .map_err(|e| anyhow!("peer claims to be '{node}' but its certificate is not issued to it ({e:?})"))
+        .map_err(|e| {
+            anyhow!("peer claims to be '{node}' but its certificate is not issued to it ({e:?})")
+        })
 }

@@ -85,6 +85,8 @@ impl Client {
         if n == 0 {
             return Ok(None);
         }
-        Ok(Some(decode_line(&line).context("unexpected reply from the agent")?))
+        Ok(Some(
+            decode_line(&line).context("unexpected reply from the agent")?,
+        ))
     }
 }

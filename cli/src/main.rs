@@ -13,7 +13,11 @@ use popcorn_proto::control::{Reply, Request};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "popcorn", version, about = "Move running programs between machines")]
+#[command(
+    name = "popcorn",
+    version,
+    about = "Move running programs between machines"
+)]
 struct Cli {
     /// Cluster file (default: $POPCORN_CONFIG, /etc/popcorn/cluster.toml, the local test cluster's, else a one-node cluster).
     #[arg(long, global = true)]

@@ -42,7 +42,13 @@ pub fn resolve_program(program: &str) -> Result<PathBuf, (i32, String)> {
         }
     }
     match not_executable {
-        Some(c) => Err((126, format!("{}: permission denied (not an executable file)", c.display()))),
+        Some(c) => Err((
+            126,
+            format!(
+                "{}: permission denied (not an executable file)",
+                c.display()
+            ),
+        )),
         None => Err((127, format!("{program}: command not found"))),
     }
 }
@@ -58,9 +64,16 @@ pub fn run(target: &Target, nodes: Vec<String>, program: &str, args: &[String]) 
     };
     let request = Request::Run(RunRequest {
         program: path.to_string_lossy().into_owned(),
-        argv: std::iter::once(program.to_owned()).chain(args.iter().cloned()).collect(),
+        argv: std::iter::once(program.to_owned())
+            .chain(args.iter().cloned())
+            .collect(),
         env: std::env::vars_os()
-            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
             .collect(),
         cwd: std::env::current_dir()
             .context("the current directory is gone")?
@@ -75,7 +88,10 @@ pub fn run(target: &Target, nodes: Vec<String>, program: &str, args: &[String]) 
     let fds: Vec<BorrowedFd<'_>> = stdio.iter().map(|f| f.as_fd()).collect();
     let line = encode_line(&request);
     let sent = send_with_fds(client.stream.as_fd(), &line, &fds).context("sending to the agent")?;
-    client.stream.write_all(&line[sent..]).context("sending to the agent")?;
+    client
+        .stream
+        .write_all(&line[sent..])
+        .context("sending to the agent")?;
     drop(stdio);
 
     let signal_stream = client.stream.try_clone()?;
@@ -86,11 +102,9 @@ pub fn run(target: &Target, nodes: Vec<String>, program: &str, args: &[String]) 
             Some(Reply::Exited { status }) => return Ok(status.shell_code()),
             Some(Reply::Error { message }) => bail!("{message}"),
             Some(other) => bail!("unexpected reply from the agent: {other:?}"),
-            None => {
-                return Err(anyhow!(
-                    "lost contact with the agent; the program may still be running (see `popcorn ps`)"
-                ))
-            }
+            None => return Err(anyhow!(
+                "lost contact with the agent; the program may still be running (see `popcorn ps`)"
+            )),
         }
     }
 }
@@ -160,7 +174,10 @@ mod tests {
     fn resolves_like_a_shell() {
         let sh = resolve_program("sh").unwrap();
         assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
-        assert_eq!(resolve_program("/bin/sh").unwrap(), PathBuf::from("/bin/sh"));
+        assert_eq!(
+            resolve_program("/bin/sh").unwrap(),
+            PathBuf::from("/bin/sh")
+        );
         assert_eq!(resolve_program("no-such-program-xyz").unwrap_err().0, 127);
         assert_eq!(resolve_program("./no/such/file").unwrap_err().0, 127);
         // A file that exists but is not executable.

@@ -50,12 +50,17 @@ pub fn nodes(nodes: &[NodeStatus], json: bool) -> Result<i32> {
                     Health::Up => "up".into(),
                     Health::Down => "DOWN".into(),
                 },
-                n.rtt_us.filter(|_| n.health == Health::Up).map_or("-".into(), |r| format!("{:.0} µs", r)),
+                n.rtt_us
+                    .filter(|_| n.health == Health::Up)
+                    .map_or("-".into(), |r| format!("{:.0} µs", r)),
                 n.error.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["NODE", "ADDRESS", "ISA", "HEALTH", "RTT", "PROBLEM"], &rows);
+    table(
+        &["NODE", "ADDRESS", "ISA", "HEALTH", "RTT", "PROBLEM"],
+        &rows,
+    );
     Ok(0)
 }
 
@@ -78,7 +83,9 @@ pub fn processes(node: &str, procs: &[ProcessInfo], json: bool) -> Result<i32> {
                     (ProcessStateKind::Running, _) => "running".into(),
                     (ProcessStateKind::Frozen, _) => "frozen".into(),
                     (ProcessStateKind::Exited, Some(ExitStatus::Code(c))) => format!("exited {c}"),
-                    (ProcessStateKind::Exited, Some(ExitStatus::Signal(s))) => format!("killed {}", signal_name(s)),
+                    (ProcessStateKind::Exited, Some(ExitStatus::Signal(s))) => {
+                        format!("killed {}", signal_name(s))
+                    }
                     (ProcessStateKind::Exited, None) => "exited".into(),
                 },
                 p.threads.to_string(),
@@ -87,12 +94,18 @@ pub fn processes(node: &str, procs: &[ProcessInfo], json: bool) -> Result<i32> {
             ]
         })
         .collect();
-    table(&["PID", "NODE", "ORIGIN", "STATE", "THREADS", "UID", "COMMAND"], &rows);
+    table(
+        &[
+            "PID", "NODE", "ORIGIN", "STATE", "THREADS", "UID", "COMMAND",
+        ],
+        &rows,
+    );
     Ok(0)
 }
 
 fn hex(v: &Value) -> String {
-    v.as_u64().map_or_else(|| v.to_string(), |n| format!("{n:#x}"))
+    v.as_u64()
+        .map_or_else(|| v.to_string(), |n| format!("{n:#x}"))
 }
 
 /// A readable summary of a captured process; `--json` prints all of it.
@@ -101,8 +114,16 @@ pub fn inspect(state: &Value, json: bool) -> Result<i32> {
         return print_json(state);
     }
     let get = |k: &str| state.get(k).cloned().unwrap_or(Value::Null);
-    println!("process {}  exe {}", get("pid"), get("exe").as_str().unwrap_or("?"));
-    println!("cwd {}  umask {:o}", get("cwd").as_str().unwrap_or("?"), get("umask").as_u64().unwrap_or(0));
+    println!(
+        "process {}  exe {}",
+        get("pid"),
+        get("exe").as_str().unwrap_or("?")
+    );
+    println!(
+        "cwd {}  umask {:o}",
+        get("cwd").as_str().unwrap_or("?"),
+        get("umask").as_u64().unwrap_or(0)
+    );
     if let Some(mm) = state.get("mm").and_then(Value::as_object) {
         let fields: Vec<String> = mm.iter().map(|(k, v)| format!("{k}={}", hex(v))).collect();
         println!("mm: {}", fields.join(" "));
@@ -119,7 +140,9 @@ pub fn inspect(state: &Value, json: bool) -> Result<i32> {
             r("rip"),
             r("rsp"),
             r("fs_base"),
-            regs.get("orig_rax").and_then(Value::as_u64).map_or("?".into(), |v| (v as i64).to_string()),
+            regs.get("orig_rax")
+                .and_then(Value::as_u64)
+                .map_or("?".into(), |v| (v as i64).to_string()),
             t.get("sigmask").map(hex).unwrap_or_else(|| "?".into()),
         );
     }
@@ -128,9 +151,23 @@ pub fn inspect(state: &Value, json: bool) -> Result<i32> {
     println!("\n{} memory area(s)", vmas.len());
     for v in &vmas {
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let addr = |k: &str| v.get(k).and_then(Value::as_u64).map_or("?".into(), |n| format!("{n:012x}"));
-        let name = if s("path").is_empty() { s("name") } else { s("path") };
-        println!("  {}-{} {} {}", addr("start"), addr("end"), s("perms"), name);
+        let addr = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .map_or("?".into(), |n| format!("{n:012x}"))
+        };
+        let name = if s("path").is_empty() {
+            s("name")
+        } else {
+            s("path")
+        };
+        println!(
+            "  {}-{} {} {}",
+            addr("start"),
+            addr("end"),
+            s("perms"),
+            name
+        );
     }
     let fds = get("fds");
     let fds = fds.as_array().cloned().unwrap_or_default();
@@ -176,7 +213,9 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, v)| *v)
-        .ok_or_else(|| anyhow::anyhow!("unknown signal '{s}' (use a number or a name like TERM, INT, KILL)"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("unknown signal '{s}' (use a number or a name like TERM, INT, KILL)")
+        })
 }
 
 pub fn signal_name(sig: i32) -> String {

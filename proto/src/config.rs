@@ -46,7 +46,9 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
     #[error("unknown node '{node}': the cluster has {known}")]
     UnknownNode { node: String, known: String },
-    #[error("no node selected: pass --node NAME, set {NODE_ENV}, or set `this` in the cluster file")]
+    #[error(
+        "no node selected: pass --node NAME, set {NODE_ENV}, or set `this` in the cluster file"
+    )]
     NoNodeSelected,
 }
 
@@ -359,7 +361,9 @@ isa = "aarch64"
     fn rejects_malformed() {
         let e = parse("[cluster\nname=").unwrap_err().to_string();
         assert!(e.starts_with("malformed cluster file test.toml"), "{e}");
-        let e = parse(&GOOD.replace("aarch64", "mips")).unwrap_err().to_string();
+        let e = parse(&GOOD.replace("aarch64", "mips"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("malformed"), "{e}");
         let e = parse(&GOOD.replace("10.0.0.2:7077", "nonsense"))
             .unwrap_err()
@@ -373,13 +377,26 @@ isa = "aarch64"
 
     #[test]
     fn rejects_invalid() {
-        let dup = GOOD.replace("name = \"b\"", "name = \"a\"").replace("this = \"b\"", "");
-        assert!(parse(&dup).unwrap_err().to_string().contains("listed twice"));
+        let dup = GOOD
+            .replace("name = \"b\"", "name = \"a\"")
+            .replace("this = \"b\"", "");
+        assert!(parse(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
         let addr = GOOD.replace("10.0.0.2", "10.0.0.1");
-        assert!(parse(&addr).unwrap_err().to_string().contains("share the address"));
+        assert!(parse(&addr)
+            .unwrap_err()
+            .to_string()
+            .contains("share the address"));
         let this = GOOD.replace("this = \"b\"", "this = \"q\"");
-        assert!(parse(&this).unwrap_err().to_string().contains("unknown node 'q'"));
-        let name = GOOD.replace("name = \"b\"", "name = \"B/x\"").replace("this = \"b\"", "");
+        assert!(parse(&this)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown node 'q'"));
+        let name = GOOD
+            .replace("name = \"b\"", "name = \"B/x\"")
+            .replace("this = \"b\"", "");
         assert!(parse(&name).unwrap_err().to_string().contains("must be"));
         let none = "[cluster]\nname='x'\npki_dir='/p'\n";
         assert!(parse(none).unwrap_err().to_string().contains("no [[node]]"));
@@ -388,7 +405,10 @@ isa = "aarch64"
     #[test]
     fn selection_rules() {
         let c = parse(&GOOD.replace("this = \"b\"", "")).unwrap();
-        assert!(matches!(c.select_node(None), Err(ConfigError::NoNodeSelected)));
+        assert!(matches!(
+            c.select_node(None),
+            Err(ConfigError::NoNodeSelected)
+        ));
         let solo = ClusterConfig::solo();
         assert_eq!(solo.select_node(None).unwrap().name, SOLO_NODE);
     }

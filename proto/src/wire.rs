@@ -13,10 +13,19 @@ pub const MAX_FRAME: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerMessage {
     /// First frame on a link, both ways: who is speaking.
-    Hello { cluster: String, node: String },
+    Hello {
+        cluster: String,
+        node: String,
+    },
     /// Heartbeat; `sent_ns` is the sender's monotonic clock, echoed back.
-    Ping { seq: u64, sent_ns: u64 },
-    Pong { seq: u64, sent_ns: u64 },
+    Ping {
+        seq: u64,
+        sent_ns: u64,
+    },
+    Pong {
+        seq: u64,
+        sent_ns: u64,
+    },
 }
 
 const KIND_HELLO: u8 = 1;
@@ -25,7 +34,9 @@ const KIND_PONG: u8 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
-    #[error("peer speaks wire version {0}, this agent speaks {WIRE_VERSION}: upgrade the older agent")]
+    #[error(
+        "peer speaks wire version {0}, this agent speaks {WIRE_VERSION}: upgrade the older agent"
+    )]
     Version(u8),
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
@@ -230,9 +241,15 @@ mod tests {
             f
         };
         assert_eq!(decode_frame(&frame(&[2, 2])), Err(WireError::Version(2)));
-        assert_eq!(decode_frame(&frame(&[1, 99])), Err(WireError::UnknownKind(99)));
+        assert_eq!(
+            decode_frame(&frame(&[1, 99])),
+            Err(WireError::UnknownKind(99))
+        );
         assert_eq!(decode_frame(&frame(&[1])), Err(WireError::Short));
-        assert_eq!(decode_frame(&frame(&[1, KIND_PING, 0])), Err(WireError::Truncated));
+        assert_eq!(
+            decode_frame(&frame(&[1, KIND_PING, 0])),
+            Err(WireError::Truncated)
+        );
         let mut ping = encode_frame(&PeerMessage::Ping { seq: 1, sent_ns: 2 })[4..].to_vec();
         ping.push(0);
         assert_eq!(decode_frame(&frame(&ping)), Err(WireError::Trailing(1)));
