@@ -14,7 +14,10 @@ fn text(b: &[u8]) -> String {
 
 fn fails_with(out: &Output, needle: &str) {
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
@@ -78,7 +81,11 @@ fn bad_requests_are_refused_clearly() {
             .output()
             .unwrap();
         fails_with(&out, "permission denied");
-        assert_eq!(proc_state(&host_pid), Some('S'), "target disturbed by {verb}");
+        assert_eq!(
+            proc_state(&host_pid),
+            Some('S'),
+            "target disturbed by {verb}"
+        );
     }
 
     // A non-root caller's program runs as that caller.
@@ -88,7 +95,12 @@ fn bad_requests_are_refused_clearly() {
         .gid(NOBODY)
         .output()
         .unwrap();
-    assert_eq!(text(&out.stdout).trim(), NOBODY.to_string(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        NOBODY.to_string(),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Unknown node, as a target and in --nodes.
     let out = c.popcorn_direct("zz", &["nodes"]).output().unwrap();
@@ -121,7 +133,10 @@ fn bad_requests_are_refused_clearly() {
 
     // Through all of it, the sleeper kept running where it was.
     assert_eq!(proc_state(&host_pid), Some('S'));
-    let out = c.popcorn_direct("a", &["kill", &pid, "KILL"]).output().unwrap();
+    let out = c
+        .popcorn_direct("a", &["kill", &pid, "KILL"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(sleeper.0.wait().unwrap().code(), Some(137));
 }

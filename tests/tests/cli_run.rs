@@ -40,7 +40,11 @@ fn wait_for_file(path: &std::path::Path) -> String {
                 return s.trim().to_owned();
             }
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -61,14 +65,24 @@ fn run_matches_direct_execution() {
     ] {
         let direct = sh(script);
         let via = run_in(&c, "a", &["run", "/bin/sh", "-c", script], b"");
-        assert_eq!(text(&via.stdout), text(&direct.stdout), "stdout of {script}");
-        assert_eq!(text(&via.stderr), text(&direct.stderr), "stderr of {script}");
+        assert_eq!(
+            text(&via.stdout),
+            text(&direct.stdout),
+            "stdout of {script}"
+        );
+        assert_eq!(
+            text(&via.stderr),
+            text(&direct.stderr),
+            "stderr of {script}"
+        );
         assert_eq!(via.status.code(), Some(code), "exit of {script}");
         assert_eq!(direct.status.code(), Some(code));
     }
 
     // stdin reaches the program; PATH lookup works like a shell's.
-    let input: Vec<u8> = (0..100_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    let input: Vec<u8> = (0..100_000u32)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
     let via = run_in(&c, "b", &["run", "--nodes", "b", "wc", "-l"], &input);
     assert_eq!(text(&via.stdout).trim(), "100000");
     assert_eq!(via.status.code(), Some(0));
@@ -82,7 +96,11 @@ fn run_matches_direct_execution() {
     // A missing program: the shell's 127, nothing started.
     let via = run_in(&c, "a", &["run", "no-such-program-xyz"], b"");
     assert_eq!(via.status.code(), Some(127));
-    assert!(text(&via.stderr).contains("command not found"), "{}", text(&via.stderr));
+    assert!(
+        text(&via.stderr).contains("command not found"),
+        "{}",
+        text(&via.stderr)
+    );
 }
 
 #[test]
@@ -143,23 +161,42 @@ fn freeze_thaw_inspect_through_the_agent() {
 
     let out = c.popcorn_direct("a", &["freeze", &pid]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(proc_state(&host_pid), Some('t'), "frozen process is in a trace stop");
+    assert_eq!(
+        proc_state(&host_pid),
+        Some('t'),
+        "frozen process is in a trace stop"
+    );
     let before = std::fs::read_to_string(&counter).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(std::fs::read_to_string(&counter).unwrap(), before, "counter moved while frozen");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        before,
+        "counter moved while frozen"
+    );
 
-    let out = c.popcorn_direct("a", &["inspect", &pid, "--json"]).output().unwrap();
+    let out = c
+        .popcorn_direct("a", &["inspect", &pid, "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(state["pid"].to_string(), pid);
     assert!(!state["threads"].as_array().unwrap().is_empty());
     assert!(state["vmas"].as_array().unwrap().len() > 5);
     let human = c.popcorn_direct("a", &["inspect", &pid]).output().unwrap();
-    assert!(text(&human.stdout).contains("thread(s)"), "{}", text(&human.stdout));
+    assert!(
+        text(&human.stdout).contains("thread(s)"),
+        "{}",
+        text(&human.stdout)
+    );
 
     let out = c.popcorn_direct("a", &["freeze", &pid]).output().unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("already frozen"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already frozen"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = c.popcorn_direct("a", &["thaw", &pid]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -169,9 +206,16 @@ fn freeze_thaw_inspect_through_the_agent() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = c.popcorn_direct("a", &["thaw", &pid]).output().unwrap();
-    assert!(text(&out.stderr).contains("not frozen"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not frozen"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let out = c.popcorn_direct("a", &["kill", &pid, "KILL"]).output().unwrap();
+    let out = c
+        .popcorn_direct("a", &["kill", &pid, "KILL"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(child.wait().unwrap().code(), Some(137));
 }

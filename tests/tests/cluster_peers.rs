@@ -7,7 +7,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn nodes(c: &TestCluster, from: &str) -> serde_json::Value {
-    let out = c.popcorn_direct(from, &["nodes", "--json"]).output().unwrap();
+    let out = c
+        .popcorn_direct(from, &["nodes", "--json"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
