@@ -30,6 +30,8 @@ pub struct FrozenProcess {
     pub(crate) threads: BTreeMap<i32, bool>,
     /// Address of a `syscall` instruction in the target, once found.
     pub(crate) syscall_insn: Option<u64>,
+    /// How syscalls are injected, once decided.
+    pub(crate) injection_mode: Option<crate::inject::Mode>,
     thawed: bool,
     _not_send: PhantomData<*const ()>,
 }
@@ -43,10 +45,10 @@ pub fn process_exists(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
-    match procfs::read_string(&format!("/proc/{pid}/status")) {
-        Ok(text) => status::parse(&text).is_ok_and(|s| s.tgid == pid),
-        Err(_) => false,
-    }
+    procfs::with_text(&format!("/proc/{pid}/status"), |t| {
+        status::parse(t).is_ok_and(|s| s.tgid == pid)
+    })
+    .unwrap_or(false)
 }
 
 /// Real uid of process `pid` (first field of `Uid:` in `/proc/PID/status`).
@@ -59,8 +61,8 @@ fn read_status(pid: i32) -> Result<status::Status, Error> {
         return Err(Error::NoSuchProcess { pid });
     }
     let path = format!("/proc/{pid}/status");
-    let text = match procfs::read_string(&path) {
-        Ok(t) => t,
+    let parsed = match procfs::with_text(&path, status::parse) {
+        Ok(p) => p,
         Err(Error::Proc { source, .. })
             if is_errno(&source, libc::ENOENT) || is_errno(&source, libc::ESRCH) =>
         {
@@ -68,7 +70,7 @@ fn read_status(pid: i32) -> Result<status::Status, Error> {
         }
         Err(e) => return Err(e),
     };
-    let s = status::parse(&text).map_err(|d| Error::parse(path, d))?;
+    let s = parsed.map_err(|d| Error::parse(path, d))?;
     if s.tgid != pid {
         return Err(Error::NotAProcess {
             tid: pid,
@@ -87,9 +89,9 @@ impl FrozenProcess {
             return Err(Error::SelfTrace { pid });
         }
         read_status(pid)?;
-        let ppid = procfs::read_string(&format!("/proc/{pid}/stat"))
+        let ppid = procfs::with_text(&format!("/proc/{pid}/stat"), procfs::stat::parse)
             .ok()
-            .and_then(|t| procfs::stat::parse(&t).ok())
+            .and_then(Result::ok)
             .map(|s| s.ppid);
         let mut fp = FrozenProcess {
             tracer: Tracer {
@@ -98,6 +100,7 @@ impl FrozenProcess {
             },
             threads: BTreeMap::new(),
             syscall_insn: None,
+            injection_mode: None,
             thawed: false,
             _not_send: PhantomData,
         };
@@ -226,71 +229,100 @@ impl FrozenProcess {
     }
 
     /// Waits until every attached thread is stopped, following clone events
-    /// and passing signals through.
+    /// and passing signals through. All pending threads are polled in turn:
+    /// a dying process's leader reports its exit only after its other
+    /// (traced) threads have been collected, so no single thread may be
+    /// waited for alone.
     fn wait_all_stopped(&mut self, deadline: Instant) -> Result<(), Error> {
-        while let Some(tid) = self
-            .threads
-            .iter()
-            .find_map(|(&t, &stopped)| (!stopped).then_some(t))
-        {
-            self.wait_stopped(tid, deadline)?;
+        let mut round = 0;
+        loop {
+            let pending: Vec<i32> = self
+                .threads
+                .iter()
+                .filter_map(|(&t, &stopped)| (!stopped).then_some(t))
+                .collect();
+            let Some(&first) = pending.first() else {
+                return Ok(());
+            };
+            let mut progressed = false;
+            for tid in pending {
+                match self.tracer.poll(tid) {
+                    Ok(Some(ev)) => {
+                        progressed = true;
+                        self.handle_freeze_event(tid, ev)?;
+                    }
+                    Ok(None) => {}
+                    Err(WaitError::Os(e)) => return Err(Error::Wait { tid, source: e }),
+                    Err(WaitError::Timeout) => {}
+                }
+            }
+            if progressed {
+                round = 0;
+                continue;
+            }
+            if Instant::now() >= deadline {
+                let pid = self.tracer.pid;
+                let state = procfs::read_string(&format!("/proc/{pid}/task/{first}/stat"))
+                    .ok()
+                    .and_then(|t| procfs::stat::parse_state(&t))
+                    .map_or_else(|| "?".to_owned(), String::from);
+                return Err(Error::StopTimeout {
+                    pid,
+                    tid: first,
+                    secs: STOP_TIMEOUT.as_secs(),
+                    state,
+                });
+            }
+            if round >= 50 {
+                // Stopped threads killed meanwhile must be collected before
+                // the leader can report its exit.
+                let stopped: Vec<i32> = self
+                    .threads
+                    .iter()
+                    .filter_map(|(&t, &s)| s.then_some(t))
+                    .collect();
+                for t in self.tracer.reap_dead(stopped.into_iter()) {
+                    self.threads.remove(&t);
+                }
+            }
+            crate::tracer::backoff(&mut round);
         }
-        Ok(())
     }
 
-    fn wait_stopped(&mut self, tid: i32, deadline: Instant) -> Result<(), Error> {
+    fn handle_freeze_event(&mut self, tid: i32, ev: Event) -> Result<(), Error> {
         let pid = self.tracer.pid;
-        loop {
-            let ev = match self.tracer.next_event(tid, Some(deadline)) {
-                Ok(ev) => ev,
-                Err(WaitError::Timeout) => {
-                    let state = procfs::read_string(&format!("/proc/{pid}/task/{tid}/stat"))
-                        .ok()
-                        .and_then(|t| procfs::stat::parse_state(&t))
-                        .map_or_else(|| "?".to_owned(), String::from);
-                    return Err(Error::StopTimeout {
-                        pid,
-                        tid,
-                        secs: STOP_TIMEOUT.as_secs(),
-                        state,
-                    });
-                }
-                Err(WaitError::Os(e)) => return Err(Error::Wait { tid, source: e }),
-            };
-            trace!(pid, tid, ?ev, "freeze event");
-            match ev {
-                Event::Stopped(_) => {
-                    self.threads.insert(tid, true);
-                    return Ok(());
-                }
-                Event::Exited(_) | Event::Killed(_) | Event::Gone => {
-                    self.threads.remove(&tid);
-                    if tid == pid {
-                        // The leader's exit is only reported once the whole
-                        // thread group is gone.
-                        return Err(Error::ProcessExited { pid });
-                    }
-                    return Ok(());
-                }
-                Event::Clone => {
-                    match ptrace::event_msg(tid) {
-                        Ok(child) => {
-                            trace!(pid, tid, child, "clone during freeze");
-                            self.threads.entry(child as i32).or_insert(false);
-                        }
-                        Err(e) => warn!(pid, tid, "PTRACE_GETEVENTMSG: {e}"),
-                    }
-                    self.resume_and_interrupt(tid, 0)?;
-                }
-                Event::Signal(sig) => {
-                    // Deliver it: nothing may be lost. The signal-delivery
-                    // stop consumed the pending interrupt, so ask again.
-                    trace!(pid, tid, sig, "signal during freeze passed through");
-                    self.resume_and_interrupt(tid, sig)?;
-                }
-                Event::Syscall | Event::Other(_) => self.resume_and_interrupt(tid, 0)?,
+        trace!(pid, tid, ?ev, "freeze event");
+        match ev {
+            Event::Stopped(_) => {
+                self.threads.insert(tid, true);
             }
+            Event::Exited(_) | Event::Killed(_) | Event::Gone => {
+                self.threads.remove(&tid);
+                if tid == pid {
+                    // The leader's exit is only reported once the whole
+                    // thread group is gone.
+                    return Err(Error::ProcessExited { pid });
+                }
+            }
+            Event::Clone => {
+                match ptrace::event_msg(tid) {
+                    Ok(child) => {
+                        trace!(pid, tid, child, "clone during freeze");
+                        self.threads.entry(child as i32).or_insert(false);
+                    }
+                    Err(e) => warn!(pid, tid, "PTRACE_GETEVENTMSG: {e}"),
+                }
+                self.resume_and_interrupt(tid, 0)?;
+            }
+            Event::Signal(sig) => {
+                // Deliver it: nothing may be lost. The signal-delivery stop
+                // consumed the pending interrupt, so ask again.
+                trace!(pid, tid, sig, "signal during freeze passed through");
+                self.resume_and_interrupt(tid, sig)?;
+            }
+            Event::Syscall | Event::Other(_) => self.resume_and_interrupt(tid, 0)?,
         }
+        Ok(())
     }
 
     fn resume_and_interrupt(&mut self, tid: i32, sig: i32) -> Result<(), Error> {

@@ -127,12 +127,10 @@ fn bit(mask: u64, sig: u64) -> bool {
     mask & (1 << (sig - 1)) != 0
 }
 
-/// Signals whose full action must be read from inside: caught ones, and
-/// SIGCHLD (its SA_NOCLDSTOP/SA_NOCLDWAIT flags matter even without a handler).
+/// Signals whose full action must be read from inside: the caught ones.
+/// (For SIG_DFL/SIG_IGN the flags are reported as 0.)
 fn signals_to_query(sig_cgt: u64) -> Vec<u64> {
-    (1..=NSIG)
-        .filter(|&s| bit(sig_cgt, s) || s == libc::SIGCHLD as u64)
-        .collect()
+    (1..=NSIG).filter(|&s| bit(sig_cgt, s)).collect()
 }
 
 /// Builds the table of 64 sigactions from the status masks and the raw
@@ -173,19 +171,21 @@ impl FrozenProcess {
         let t0 = Instant::now();
         let pid = self.pid();
         let status_path = format!("/proc/{pid}/status");
-        let st = status::parse(&procfs::read_string(&status_path)?)
+        let st = procfs::with_text(&status_path, status::parse)?
             .map_err(|d| Error::parse(&status_path, d))?;
         let stat_path = format!("/proc/{pid}/stat");
-        let stat = procfs::stat::parse(&procfs::read_string(&stat_path)?)
+        let stat = procfs::with_text(&stat_path, procfs::stat::parse)?
             .map_err(|d| Error::parse(&stat_path, d))?;
         let smaps_path = format!("/proc/{pid}/smaps");
-        let mut vmas = maps::parse_smaps(&procfs::read_string(&smaps_path)?)
+        let mut vmas = procfs::with_text(&smaps_path, maps::parse_smaps)?
             .map_err(|d| Error::parse(&smaps_path, d))?;
+        self.injection_mode
+            .get_or_insert(crate::inject::mode_for(st.sig_ign));
         if self.syscall_insn.is_none() {
             self.syscall_insn = Some(find_syscall_instruction(pid, &vmas)?);
         }
 
-        let injected = self.inject_queries(st.sig_cgt)?;
+        let injected = self.inject_queries(&vmas, st.sig_cgt)?;
 
         let mut threads = Vec::with_capacity(self.threads.len());
         for tid in self.tids() {
@@ -215,7 +215,7 @@ impl FrozenProcess {
             threads,
             vmas,
             mm,
-            auxv: auxv::parse(&procfs::read_bytes(&format!("/proc/{pid}/auxv"))?),
+            auxv: procfs::with_bytes(&format!("/proc/{pid}/auxv"), auxv::parse)?,
             sigactions: sigaction_table(st.sig_ign, &injected.sigactions),
             rlimits: read_rlimits(pid)?,
             fds: read_fds(pid)?,
@@ -236,117 +236,226 @@ impl FrozenProcess {
             .collect())
     }
 
-    /// One injection session per thread. The first thread's session maps
-    /// the scratch page(s), stays open while the others run, reads the
-    /// results and unmaps it again.
-    fn inject_queries(&mut self, sig_cgt: u64) -> Result<Injected, Error> {
+    /// Runs the injected queries: one session per thread, all open at
+    /// once, the calls of each round started in every thread before any is
+    /// completed so the threads run them concurrently. Results are written
+    /// by the kernel into scratch memory: just below each thread's stack red
+    /// zone (saved first and put back after), or, when a stack pointer does
+    /// not point into writable memory with room, one anonymous mapping made
+    /// and removed by injection.
+    fn inject_queries(&mut self, vmas: &[Vma], sig_cgt: u64) -> Result<Injected, Error> {
         let pid = self.pid();
         let tids = self.tids();
-        let Some(&main) = tids.iter().find(|&&t| t == pid).or(tids.first()) else {
+        let Some(main) =
+            tids.iter()
+                .position(|&t| t == pid)
+                .or(if tids.is_empty() { None } else { Some(0) })
+        else {
             return Err(Error::ProcessExited { pid });
         };
         let signals = signals_to_query(sig_cgt);
-        let threads_bytes = THREAD_SLOT * tids.len() as u64;
-        let size = (threads_bytes + SIGACTION_SIZE * NSIG).div_ceil(4096) * 4096;
-
-        let mut s = self.begin_injection(main)?;
-        let scratch = s.syscall_ok(
-            SYS_MMAP,
-            [
-                0,
-                size,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        let result = self.queries_with_scratch(&mut s, &tids, &signals, scratch, size);
-        let unmapped = s.syscall_ok(SYS_MUNMAP, [scratch, size, 0, 0, 0, 0]);
-        let finished = s.finish();
-        let out = result?;
-        unmapped?;
-        finished?;
-        Ok(out)
-    }
-
-    fn queries_with_scratch(
-        &mut self,
-        main: &mut Injection,
-        tids: &[i32],
-        signals: &[u64],
-        scratch: u64,
-        size: u64,
-    ) -> Result<Injected, Error> {
-        let pid = self.pid();
-        let sigact_base = scratch + THREAD_SLOT * tids.len() as u64;
-        let brk = main.syscall_ok(SYS_BRK, [0; 6])?;
-        for &sig in signals {
-            main.syscall_ok(
-                SYS_RT_SIGACTION,
-                [sig, 0, sigact_base + (sig - 1) * SIGACTION_SIZE, 8, 0, 0],
-            )?;
+        let mut sessions = Vec::with_capacity(tids.len());
+        for &tid in &tids {
+            sessions.push(self.begin_injection(tid)?);
         }
-        for (i, &tid) in tids.iter().enumerate() {
-            let slot = scratch + THREAD_SLOT * i as u64;
-            let per_thread = |s: &mut Injection| -> Result<(), Error> {
-                s.syscall_ok(SYS_SIGALTSTACK, [0, slot, 0, 0, 0, 0])?;
-                s.syscall_ok(SYS_PRCTL, [PR_GET_TID_ADDRESS, slot + 24, 0, 0, 0, 0])?;
-                Ok(())
-            };
-            if tid == main.tid() {
-                per_thread(main)?;
-            } else {
-                let mut s = self.begin_injection(tid)?;
-                let r = per_thread(&mut s);
-                s.finish()?;
-                r?;
+        let sizes: Vec<u64> = (0..tids.len())
+            .map(|i| THREAD_SLOT + if i == main { SIGACTION_SIZE * NSIG } else { 0 })
+            .collect();
+        let on_stack: Option<Vec<u64>> = sessions
+            .iter()
+            .zip(&sizes)
+            .map(|(s, &len)| stack_scratch(s.saved_regs().rsp, len, vmas))
+            .collect();
+        let result = match on_stack {
+            Some(slots) => {
+                let ranges: Vec<(u64, usize)> = slots
+                    .iter()
+                    .zip(&sizes)
+                    .map(|(&a, &l)| (a, l as usize))
+                    .collect();
+                let saved =
+                    mem::read_vectored(pid, &ranges).map_err(|e| mem_err(pid, &ranges, e))?;
+                let r = run_queries(pid, &mut sessions, main, &slots, &sizes, &signals);
+                let put_back: Vec<(u64, &[u8])> = slots
+                    .iter()
+                    .zip(&saved)
+                    .map(|(&a, d)| (a, d.as_slice()))
+                    .collect();
+                let w = mem::write_vectored(pid, &put_back).map_err(|e| mem_err(pid, &ranges, e));
+                r.and_then(|r| w.map(|()| r))
+            }
+            None => {
+                debug!(pid, "a stack has no room for scratch; mapping a page");
+                let total: u64 = sizes.iter().sum::<u64>().div_ceil(4096) * 4096;
+                let base = sessions[main].syscall_ok(
+                    SYS_MMAP,
+                    [
+                        0,
+                        total,
+                        (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                        (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                        u64::MAX,
+                        0,
+                    ],
+                )?;
+                let slots: Vec<u64> = sizes
+                    .iter()
+                    .scan(base, |next, &len| {
+                        let a = *next;
+                        *next += len;
+                        Some(a)
+                    })
+                    .collect();
+                let r = run_queries(pid, &mut sessions, main, &slots, &sizes, &signals);
+                let u = sessions[main].syscall_ok(SYS_MUNMAP, [base, total, 0, 0, 0, 0]);
+                r.and_then(|r| u.map(|_| r))
+            }
+        };
+        // Return every thread to its interrupt stop, concurrently.
+        let mut first_err = None;
+        let mut restarted = Vec::with_capacity(sessions.len());
+        for mut s in sessions {
+            match s.start_finish() {
+                Ok(()) => restarted.push(s),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
         }
-        let bytes = mem::read_exact(pid, scratch, size as usize).map_err(|e| Error::Memory {
-            pid,
-            addr: scratch,
-            len: size as usize,
-            source: e,
-        })?;
-        let u64_at = |o: u64| -> u64 {
-            let o = o as usize;
-            bytes
-                .get(o..o + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_ne_bytes)
-        };
-        let per_thread = tids
-            .iter()
-            .enumerate()
-            .map(|(i, &tid)| {
-                let off = THREAD_SLOT as usize * i;
-                let alt = SigAltStack::from_bytes(&bytes[off..off + 24]).unwrap_or_default();
-                (tid, alt, u64_at(off as u64 + 24))
-            })
-            .collect();
-        let sigactions = signals
-            .iter()
-            .map(|&sig| {
-                let o = sigact_base - scratch + (sig - 1) * SIGACTION_SIZE;
-                (
-                    sig,
-                    [u64_at(o), u64_at(o + 8), u64_at(o + 16), u64_at(o + 24)],
-                )
-            })
-            .collect();
-        Ok(Injected {
-            brk,
-            sigactions,
-            per_thread,
-        })
+        for s in restarted {
+            if let Err(e) = s.complete_finish() {
+                first_err.get_or_insert(e);
+            }
+        }
+        let out = result?;
+        first_err.map_or(Ok(out), Err)
     }
+}
+
+fn mem_err(pid: i32, ranges: &[(u64, usize)], source: std::io::Error) -> Error {
+    Error::Memory {
+        pid,
+        addr: ranges.first().map_or(0, |r| r.0),
+        len: ranges.iter().map(|r| r.1).sum(),
+        source,
+    }
+}
+
+/// Bytes kept free below the stack pointer (the x86-64 ABI red zone).
+const RED_ZONE: u64 = 128;
+
+/// A `len`-byte scratch area just below the red zone of a thread whose
+/// stack pointer is `rsp`, if that lies in a private writable mapping.
+fn stack_scratch(rsp: u64, len: u64, vmas: &[Vma]) -> Option<u64> {
+    let addr = rsp.checked_sub(RED_ZONE + len)? & !63;
+    vmas.iter()
+        .find(|v| v.start <= addr && rsp <= v.end)
+        .filter(|v| v.readable() && v.writable() && !v.shared())
+        .map(|_| addr)
+}
+
+/// Runs the queries in rounds; every thread gets `sigaltstack` and
+/// `PR_GET_TID_ADDRESS`, the main thread also `brk(0)` and the sigactions.
+fn run_queries(
+    pid: i32,
+    sessions: &mut [Injection],
+    main: usize,
+    slots: &[u64],
+    sizes: &[u64],
+    signals: &[u64],
+) -> Result<Injected, Error> {
+    let calls: Vec<Vec<(i64, [u64; 6])>> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, &slot)| {
+            let mut c = vec![
+                (SYS_SIGALTSTACK, [0, slot, 0, 0, 0, 0]),
+                (SYS_PRCTL, [PR_GET_TID_ADDRESS, slot + 24, 0, 0, 0, 0]),
+            ];
+            if i == main {
+                c.push((SYS_BRK, [0; 6]));
+                for &sig in signals {
+                    let at = slot + THREAD_SLOT + (sig - 1) * SIGACTION_SIZE;
+                    c.push((SYS_RT_SIGACTION, [sig, 0, at, 8, 0, 0]));
+                }
+            }
+            c
+        })
+        .collect();
+    let rounds = calls.iter().map(Vec::len).max().unwrap_or(0);
+    let mut brk = 0;
+    for round in 0..rounds {
+        let active: Vec<usize> = (0..sessions.len())
+            .filter(|&i| calls[i].len() > round)
+            .collect();
+        for &i in &active {
+            let (nr, args) = calls[i][round];
+            sessions[i].start_syscall(nr, args)?;
+        }
+        let mut first_err = None;
+        for &i in &active {
+            // Complete every started call even after an error.
+            match sessions[i].complete_syscall_ok() {
+                Ok(v) if calls[i][round].0 == SYS_BRK => brk = v,
+                Ok(_) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+    }
+    let ranges: Vec<(u64, usize)> = slots
+        .iter()
+        .zip(sizes)
+        .map(|(&a, &l)| (a, l as usize))
+        .collect();
+    let bytes = mem::read_vectored(pid, &ranges).map_err(|e| mem_err(pid, &ranges, e))?;
+    let u64_at = |b: &[u8], o: u64| -> u64 {
+        let o = o as usize;
+        b.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
+    let per_thread = sessions
+        .iter()
+        .zip(&bytes)
+        .map(|(s, b)| {
+            let alt = SigAltStack::from_bytes(&b[..24]).unwrap_or_default();
+            (s.tid(), alt, u64_at(b, 24))
+        })
+        .collect();
+    let m = &bytes[main];
+    let sigactions = signals
+        .iter()
+        .map(|&sig| {
+            let o = THREAD_SLOT + (sig - 1) * SIGACTION_SIZE;
+            (
+                sig,
+                [
+                    u64_at(m, o),
+                    u64_at(m, o + 8),
+                    u64_at(m, o + 16),
+                    u64_at(m, o + 24),
+                ],
+            )
+        })
+        .collect();
+    Ok(Injected {
+        brk,
+        sigactions,
+        per_thread,
+    })
 }
 
 fn read_personality(pid: i32) -> Result<u64, Error> {
     let path = format!("/proc/{pid}/personality");
-    let text = procfs::read_string(&path)?;
-    u64::from_str_radix(text.trim(), 16).map_err(|_| Error::parse(path, format!("{text:?}")))
+    procfs::with_text(&path, |t| {
+        u64::from_str_radix(t.trim(), 16).map_err(|_| format!("{t:?}"))
+    })?
+    .map_err(|d| Error::parse(path, d))
 }
 
 fn read_rlimits(pid: i32) -> Result<Vec<Rlimit>, Error> {
@@ -380,10 +489,10 @@ fn read_fds(pid: i32) -> Result<Vec<FdState>, Error> {
             continue;
         };
         let info_path = format!("/proc/{pid}/fdinfo/{n}");
-        let Ok(text) = procfs::read_string(&info_path) else {
+        let Ok(info) = procfs::with_text(&info_path, fd::parse_fdinfo) else {
             continue;
         };
-        let info = fd::parse_fdinfo(&text).map_err(|d| Error::parse(&info_path, d))?;
+        let info = info.map_err(|d| Error::parse(&info_path, d))?;
         let is_dir = target.starts_with('/')
             && !target.starts_with("/dev/")
             && std::fs::metadata(&link).is_ok_and(|m| m.is_dir());
@@ -408,9 +517,9 @@ mod tests {
     fn which_signals_are_queried() {
         // SIGUSR1 (10) and SIGTERM (15) caught; SIGCHLD (17) always.
         let cgt = (1 << 9) | (1 << 14);
-        assert_eq!(signals_to_query(cgt), vec![10, 15, 17]);
-        assert_eq!(signals_to_query(0), vec![17]);
-        assert_eq!(signals_to_query(1 << 63), vec![17, 64]);
+        assert_eq!(signals_to_query(cgt), vec![10, 15]);
+        assert!(signals_to_query(0).is_empty());
+        assert_eq!(signals_to_query((1 << 63) | (1 << 16)), vec![17, 64]);
     }
 
     #[test]

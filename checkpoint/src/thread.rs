@@ -116,7 +116,7 @@ pub(crate) fn capture_thread(pid: i32, tid: i32) -> Result<ThreadState, Error> {
         .map(PendingSignal::from_raw)
         .collect();
     let stat_path = format!("/proc/{pid}/task/{tid}/stat");
-    let state = procfs::stat::parse_state(&procfs::read_string(&stat_path)?)
+    let state = procfs::with_text(&stat_path, procfs::stat::parse_state)?
         .ok_or_else(|| Error::parse(stat_path, "no state field"))?;
     Ok(ThreadState {
         tid,

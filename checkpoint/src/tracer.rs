@@ -24,30 +24,53 @@ pub(crate) enum WaitError {
 }
 
 impl Tracer {
-    /// Waits for the next report of `tid`. Without a deadline this blocks;
-    /// with one it polls (yielding first, then sleeping) until the deadline.
-    pub fn next_event(&self, tid: i32, deadline: Option<Instant>) -> Result<Event, WaitError> {
-        let keep_leader_status = self.parent && tid == self.pid;
-        let nohang = deadline.is_some();
+    /// Waits for the next report of `tid`, polling (yielding first, then
+    /// sleeping). While waiting long, dead threads among `siblings` are
+    /// collected: a killed process's leader reports its exit only after its
+    /// other traced threads have been, so waiting on the leader alone could
+    /// never end. With a deadline, gives up with [`WaitError::Timeout`].
+    pub fn next_event(
+        &self,
+        tid: i32,
+        siblings: &[i32],
+        deadline: Option<Instant>,
+    ) -> Result<Event, WaitError> {
         let mut round = 0u32;
         loop {
-            if let Some(e) = self.try_once(tid, nohang, keep_leader_status)? {
+            if let Some(e) = self.poll(tid)? {
                 return Ok(e);
             }
-            let Some(deadline) = deadline else {
-                continue;
-            };
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(WaitError::Timeout);
             }
-            round += 1;
-            if round < 50 {
-                std::thread::yield_now();
-            } else {
-                let us = 20u64 << (round - 50).min(6);
-                std::thread::sleep(Duration::from_micros(us));
+            if round >= 50 {
+                self.reap_dead(siblings.iter().copied().filter(|&t| t != tid));
+            }
+            backoff(&mut round);
+        }
+    }
+
+    /// Collects the exit of every thread in `tids` that is dead (never
+    /// consuming a stop, nor the leader's status when it belongs to the
+    /// caller as parent). Returns the ones collected.
+    pub fn reap_dead(&self, tids: impl Iterator<Item = i32>) -> Vec<i32> {
+        let mut out = Vec::new();
+        for t in tids {
+            if self.parent && t == self.pid {
+                continue;
+            }
+            if let Ok(Some(Peek::Dead)) = wait::peek_exited(t) {
+                if let Ok(Some(_)) = wait::waitpid(t, true) {
+                    out.push(t);
+                }
             }
         }
+        out
+    }
+
+    /// One non-blocking look at `tid`: its next report, if there is one.
+    pub fn poll(&self, tid: i32) -> Result<Option<Event>, WaitError> {
+        self.try_once(tid, true, self.parent && tid == self.pid)
     }
 
     fn try_once(&self, tid: i32, nohang: bool, keep: bool) -> Result<Option<Event>, WaitError> {
@@ -67,5 +90,17 @@ impl Tracer {
             Err(e) if gone(&e) => Ok(Some(Event::Gone)),
             Err(e) => Err(WaitError::Os(e)),
         }
+    }
+}
+
+/// Pause between polls: yield at first, then sleep 20 us doubling to 160 us
+/// (stops normally take microseconds; long sleeps would only add latency).
+pub(crate) fn backoff(round: &mut u32) {
+    *round += 1;
+    if *round < 50 {
+        std::thread::yield_now();
+    } else {
+        let us = 20u64 << (*round - 50).min(3);
+        std::thread::sleep(Duration::from_micros(us));
     }
 }

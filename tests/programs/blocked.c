@@ -2,11 +2,14 @@
  * read() on stdin, one in a 3 s relative nanosleep, one in FUTEX_WAIT. Used
  * to check that injected syscalls and freezes leave blocked syscalls
  * intact. Echoes each chunk read as "got:<text>"; a chunk containing "wake"
- * wakes the futex waiter. At EOF it reports how each thread fared. */
+ * wakes the futex waiter. At EOF it reports how each thread fared.
+ * SIGTRAP gets a handler, or with the argument "trap-ignored" is ignored
+ * (syscall injection must leave either disposition alone). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -55,8 +58,12 @@ static void *waiter(void *arg)
     return NULL;
 }
 
-int main(void)
+static void on_trap(int sig) { (void)sig; }
+
+int main(int argc, char **argv)
 {
+    int ignore = argc > 1 && strcmp(argv[1], "trap-ignored") == 0;
+    signal(SIGTRAP, ignore ? SIG_IGN : on_trap);
     pthread_t s, w;
     pthread_create(&s, NULL, sleeper, NULL);
     pthread_create(&w, NULL, waiter, NULL);

@@ -24,7 +24,21 @@ fn capture_matches_selfreport() {
     let pid = r.pid();
     assert_eq!(hex(&vals, "pid"), pid as u64);
 
-    let mut f = FrozenProcess::freeze(pid).unwrap();
+    // Right after its write() the thread may still be on the syscall exit
+    // path; freeze again until it is in its user-mode loop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut f = loop {
+        let mut f = FrozenProcess::freeze(pid).unwrap();
+        if f.capture_threads().unwrap()[0].syscall.is_none() {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never left its write()"
+        );
+        f.thaw().unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let s = f.capture().unwrap();
     let maps_during = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     f.thaw().unwrap();
@@ -159,7 +173,25 @@ fn capture_of_multithreaded_process() {
     let mut r = Running::start("blocked", &[]);
     r.wait_for("ready", Duration::from_secs(30));
     let pid = r.pid();
-    let mut f = FrozenProcess::freeze(pid).unwrap();
+    // Freeze once all three threads sit in their blocking syscalls (new
+    // threads register rseq etc. only once they first run).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut f = loop {
+        let mut f = FrozenProcess::freeze(pid).unwrap();
+        let t = f.capture_threads().unwrap();
+        if t.len() == 3
+            && t.iter()
+                .all(|t| t.syscall.is_some_and(|s| s.restart.is_some()))
+        {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "threads never blocked"
+        );
+        f.thaw().unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let s = f.capture().unwrap();
     f.thaw().unwrap();
     assert_eq!(s.threads.len(), 3);

@@ -1,7 +1,7 @@
 //! Syscall injection into stopped threads: results are right, the thread's
 //! registers are untouched, and blocked syscalls carry on after thaw.
 
-use popcorn_checkpoint::{FrozenProcess, RestartKind, ThreadState};
+use popcorn_checkpoint::{Disposition, FrozenProcess, RestartKind, ThreadState};
 use popcorn_tests::programs::Running;
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ const SYS_MUNMAP: i64 = 11;
 const SYS_GETPID: i64 = 39;
 const SYS_GETTID: i64 = 186;
 const SYS_FUTEX: i64 = 202;
+const SYS_RESTART_SYSCALL: i64 = 219;
 const SYS_CLOCK_NANOSLEEP: i64 = 230;
 
 fn mapped(pid: i32, addr: u64) -> bool {
@@ -29,6 +30,14 @@ fn freeze_when_blocked(r: &Running) -> (FrozenProcess, Vec<ThreadState>) {
         let mut nrs: Vec<i64> = threads
             .iter()
             .filter_map(|t| t.syscall.map(|s| s.nr))
+            // A sleep interrupted by an earlier freeze resumes as restart_syscall.
+            .map(|nr| {
+                if nr == SYS_RESTART_SYSCALL {
+                    SYS_CLOCK_NANOSLEEP
+                } else {
+                    nr
+                }
+            })
             .collect();
         nrs.sort();
         if nrs == [SYS_READ, SYS_FUTEX, SYS_CLOCK_NANOSLEEP] {
@@ -98,14 +107,26 @@ fn getpid_mmap_munmap() {
 
 #[test]
 fn blocked_threads_survive_100_injections_each() {
-    let mut r = Running::start("blocked", &[]);
+    // Single-step injection, and PTRACE_SYSCALL injection for a process
+    // that ignores SIGTRAP.
+    for (arg, trap) in [
+        ("", Disposition::Handler),
+        ("trap-ignored", Disposition::Ignore),
+    ] {
+        survive_100_injections(arg, trap);
+    }
+}
+
+fn survive_100_injections(arg: &str, trap: Disposition) {
+    let args: Vec<&str> = [arg].into_iter().filter(|a| !a.is_empty()).collect();
+    let mut r = Running::start("blocked", &args);
     r.wait_for("ready", Duration::from_secs(30));
     let pid = r.pid();
     let (mut f, before) = freeze_when_blocked(&r);
     for t in &before {
         let s = t.syscall.unwrap();
         let want = match s.nr {
-            SYS_CLOCK_NANOSLEEP => RestartKind::RestartBlock,
+            SYS_CLOCK_NANOSLEEP | SYS_RESTART_SYSCALL => RestartKind::RestartBlock,
             _ => RestartKind::RestartSys,
         };
         assert_eq!(
@@ -124,6 +145,13 @@ fn blocked_threads_survive_100_injections_each() {
     }
     let after = f.capture_threads().unwrap();
     assert_eq!(before, after, "thread state changed by injections");
+    // The SIGTRAP disposition is untouched by the traps injection uses.
+    let state = f.capture().unwrap();
+    let sigtrap = state.sigactions[libc::SIGTRAP as usize - 1];
+    assert_eq!(sigtrap.disposition, trap, "{arg}: {sigtrap:?}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("SigPnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("ShdPnd:\t0000000000000000"), "{status}");
     f.thaw().unwrap();
 
     // The reader is still in its read() and gets data written now.
@@ -136,7 +164,7 @@ fn blocked_threads_survive_100_injections_each() {
     assert_eq!(
         lines.last().unwrap(),
         "read_eintr=0 futex_eintr=0 futex_err=0 sleep_eintr=0 sleep_short=0",
-        "{lines:?}"
+        "{arg}: {lines:?}"
     );
 }
 
@@ -179,4 +207,46 @@ fn workload_output_unchanged_by_injections() {
     let (status, lines) = r.finish(Duration::from_secs(120));
     assert!(status.success(), "{status:?} {lines:?}");
     assert_eq!(lines, baseline);
+}
+
+#[test]
+fn process_killed_during_injections_gives_error_not_hang() {
+    for target in ["leader", "other"] {
+        let mut r = Running::start("blocked", &[]);
+        r.wait_for("ready", Duration::from_secs(30));
+        let pid = r.pid();
+        let (mut f, threads) = freeze_when_blocked(&r);
+        let tid = if target == "leader" {
+            pid
+        } else {
+            threads.iter().map(|t| t.tid).find(|&t| t != pid).unwrap()
+        };
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        let started = Instant::now();
+        let err = loop {
+            match f.inject_syscall(tid, SYS_GETPID, [0; 6]) {
+                Ok(v) => assert_eq!(v, pid as i64),
+                Err(e) => break e,
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "injections kept working after SIGKILL"
+            );
+        };
+        killer.join().unwrap();
+        eprintln!("{target}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(err.to_string().contains(&tid.to_string()), "{err}");
+        drop(f);
+        let (status, _) = r.finish(Duration::from_secs(30));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
 }

@@ -15,6 +15,7 @@ pub const PTRACE_GETSIGMASK: u32 = 0x420a;
 pub const PTRACE_SETSIGMASK: u32 = 0x420b;
 pub const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
 pub const PTRACE_CONT: u32 = 7;
+pub const PTRACE_SINGLESTEP: u32 = 9;
 pub const PTRACE_DETACH: u32 = 17;
 pub const PTRACE_SYSCALL: u32 = 24;
 
@@ -57,6 +58,11 @@ pub fn cont(tid: i32, sig: i32) -> io::Result<()> {
 /// Resumes a stopped tracee until the next syscall entry or exit.
 pub fn syscall(tid: i32, sig: i32) -> io::Result<()> {
     raw(PTRACE_SYSCALL, tid, 0, sig as usize).map(drop)
+}
+
+/// Resumes a stopped tracee for one instruction.
+pub fn singlestep(tid: i32, sig: i32) -> io::Result<()> {
+    raw(PTRACE_SINGLESTEP, tid, 0, sig as usize).map(drop)
 }
 
 pub fn detach(tid: i32, sig: i32) -> io::Result<()> {
@@ -114,10 +120,11 @@ pub fn set_regs(tid: i32, regs: &libc::user_regs_struct) -> io::Result<()> {
 
 /// The whole XSAVE area (x87, SSE, AVX, ... as enabled on this CPU).
 pub fn get_xstate(tid: i32) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; XSTATE_MAX];
+    // A stack buffer, then an exact-size copy: fresh heap memory costs page
+    // faults.
+    let mut buf = [0u8; XSTATE_MAX];
     let n = get_regset(tid, NT_X86_XSTATE, buf.as_mut_ptr(), buf.len())?;
-    buf.truncate(n);
-    Ok(buf)
+    Ok(buf[..n.min(XSTATE_MAX)].to_vec())
 }
 
 pub fn get_sigmask(tid: i32) -> io::Result<u64> {

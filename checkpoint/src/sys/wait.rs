@@ -82,13 +82,20 @@ pub enum Peek {
 
 /// Looks at the next wait report of `tid` without consuming it.
 pub fn peek(tid: i32, nohang: bool) -> io::Result<Option<Peek>> {
+    let flags = libc::WEXITED | libc::WSTOPPED | if nohang { libc::WNOHANG } else { 0 };
+    waitid_nowait(tid, flags)
+}
+
+/// Non-blocking: `Some(Peek::Dead)` when `tid` has exited, without
+/// consuming anything (stops are not looked at).
+pub fn peek_exited(tid: i32) -> io::Result<Option<Peek>> {
+    waitid_nowait(tid, libc::WEXITED | libc::WNOHANG)
+}
+
+fn waitid_nowait(tid: i32, flags: i32) -> io::Result<Option<Peek>> {
     // SAFETY: siginfo_t is plain data; all-zero is valid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED
-        | libc::WSTOPPED
-        | libc::WNOWAIT
-        | libc::__WALL
-        | if nohang { libc::WNOHANG } else { 0 };
+    let flags = flags | libc::WNOWAIT | libc::__WALL;
     loop {
         // SAFETY: `info` is a valid out pointer for the duration of the call.
         let r = unsafe { libc::waitid(libc::P_PID, tid as libc::id_t, &mut info, flags) };
