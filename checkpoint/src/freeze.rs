@@ -307,8 +307,15 @@ impl FrozenProcess {
             Event::Clone => {
                 match ptrace::event_msg(tid) {
                     Ok(child) => {
-                        trace!(pid, tid, child, "clone during freeze");
-                        self.threads.entry(child as i32).or_insert(false);
+                        let child = child as i32;
+                        if std::path::Path::new(&format!("/proc/{pid}/task/{child}")).exists() {
+                            trace!(pid, tid, child, "thread created during freeze");
+                            self.threads.entry(child).or_insert(false);
+                        } else {
+                            // clone() without SIGCHLD made a new process,
+                            // auto-attached all the same: let it go.
+                            release_foreign(child);
+                        }
                     }
                     Err(e) => warn!(pid, tid, "PTRACE_GETEVENTMSG: {e}"),
                 }
@@ -371,6 +378,33 @@ impl FrozenProcess {
                     Ok(Some(_)) | Err(_) => break,
                     Ok(None) => std::thread::sleep(Duration::from_millis(1)),
                 }
+            }
+        }
+    }
+}
+
+/// Detaches a process that TRACECLONE attached but that is not a thread of
+/// the frozen process, once it has reported its initial stop.
+fn release_foreign(child: i32) {
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    let mut round = 0;
+    loop {
+        match crate::sys::wait::waitpid(child, true) {
+            Ok(Some(status)) => {
+                let sig = match crate::sys::wait::decode(status) {
+                    Event::Signal(sig) => sig,
+                    Event::Stopped(_) | Event::Other(_) | Event::Syscall | Event::Clone => 0,
+                    _ => return, // already gone
+                };
+                if let Err(e) = ptrace::detach(child, sig) {
+                    warn!(child, "detaching a process created during freeze: {e}");
+                }
+                return;
+            }
+            Ok(None) if Instant::now() < deadline => crate::tracer::backoff(&mut round),
+            Ok(None) | Err(_) => {
+                warn!(child, "a process created during freeze never stopped");
+                return;
             }
         }
     }

@@ -253,3 +253,67 @@ fn drop_thaws() {
     r.write_stdin(b"after drop\n");
     r.wait_for("got:after drop", Duration::from_secs(30));
 }
+
+#[test]
+fn processes_cloned_during_freeze_are_let_go() {
+    watchdog(Duration::from_secs(600));
+    let mut r = Running::start("cloner", &["3000"]);
+    r.wait_for("started", Duration::from_secs(30));
+    let pid = r.pid();
+    let mut freezes = 0;
+    while r.alive() {
+        let mut f = match FrozenProcess::freeze(pid) {
+            Ok(f) => f,
+            Err(Error::ProcessExited { .. } | Error::NoSuchProcess { .. }) => break,
+            Err(e) => panic!("freeze: {e}"),
+        };
+        for tid in f.tids() {
+            assert!(
+                std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists(),
+                "{tid} is not a thread of {pid}"
+            );
+        }
+        f.capture_threads().unwrap();
+        f.thaw().unwrap();
+        freezes += 1;
+    }
+    let (status, lines) = r.finish(Duration::from_secs(60));
+    eprintln!("{freezes} freezes");
+    assert!(status.success(), "{status:?} {lines:?}");
+    assert_eq!(lines.last().unwrap(), "done children=3000 bad=0");
+    assert!(freezes > 100, "only {freezes} freezes");
+}
+
+#[test]
+fn stopped_process_stays_stopped() {
+    let mut r = Running::start("blocked", &[]);
+    r.wait_for("ready", Duration::from_secs(30));
+    let pid = r.pid();
+    let state = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = stat.rsplit(')').next().unwrap().to_owned();
+        after.split_whitespace().next().unwrap().to_owned()
+    };
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state() != "T" {
+        assert!(Instant::now() < deadline, "never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut f = FrozenProcess::freeze(pid).unwrap();
+    let s = f.capture().unwrap(); // injects syscalls into every thread
+    assert_eq!(s.threads.len(), 3);
+    f.thaw().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(state(), "T", "thaw resumed a process stopped by SIGSTOP");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    r.write_stdin(b"wake\n");
+    r.wait_for("got:wake", Duration::from_secs(30));
+    r.close_stdin();
+    let (status, lines) = r.finish(Duration::from_secs(30));
+    assert!(status.success());
+    assert_eq!(
+        lines.last().unwrap(),
+        "read_eintr=0 futex_eintr=0 futex_err=0 sleep_eintr=0 sleep_short=0"
+    );
+}
