@@ -167,7 +167,7 @@ fn check_access(agent: &Agent, caller: Caller, pid: i32, verb: &str) -> Result<(
     if pid <= 0 {
         return Err(format!("invalid PID {pid}"));
     }
-    let Some(owner) = sys::process_uid(pid) else {
+    let Ok(owner) = popcorn_checkpoint::process_owner_uid(pid) else {
         return Err(format!(
             "no process with PID {pid} on node '{node}' (PIDs are per node: see `popcorn --node {node} ps`)"
         ));

@@ -8,7 +8,7 @@
 //! for `freeze`/`inspect` and ends once the process is thawed.
 
 use crate::sys::{self, EventFd};
-use popcorn_checkpoint::{Error, FrozenProcess};
+use popcorn_checkpoint::FrozenProcess;
 use popcorn_proto::control::ExitStatus;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command as ProcessCommand, Stdio};
@@ -179,8 +179,6 @@ fn serve(
     events: &dyn Events,
 ) -> Option<ExitStatus> {
     let mut frozen: Option<FrozenProcess> = None;
-    // Set when a freeze reaped the process itself (we are its parent).
-    let mut reaped: Option<ExitStatus> = None;
     loop {
         // While frozen, exits of traced threads are reported to us and must
         // be reaped before the pidfd fires, so poll periodically then.
@@ -192,7 +190,7 @@ fn serve(
         }
         if gone {
             drop(frozen.take());
-            if is_parent && reaped.is_none() {
+            if is_parent {
                 // The leader has exited; its status is ready or about to be.
                 for _ in 0..1000 {
                     if let Some(status) = reap(pid) {
@@ -201,16 +199,13 @@ fn serve(
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            return reaped;
+            return None;
         }
         if woken {
             wake.drain();
         }
         while let Ok(req) = rx.try_recv() {
-            handle(pid, req, &mut frozen, events, &mut reaped);
-        }
-        if reaped.is_some() {
-            return reaped;
+            handle(pid, req, &mut frozen, events);
         }
         if !is_parent && frozen.is_none() {
             return None;
@@ -231,23 +226,7 @@ fn reap(pid: i32) -> Option<ExitStatus> {
     None
 }
 
-fn handle(
-    pid: i32,
-    req: Request,
-    frozen: &mut Option<FrozenProcess>,
-    events: &dyn Events,
-    reaped: &mut Option<ExitStatus>,
-) {
-    // A freeze that waited on the dying process may have collected its status.
-    let mut note_exit = |e: &Error| {
-        if let Error::ProcessExited {
-            wait_status: Some(s),
-            ..
-        } = e
-        {
-            *reaped = ExitStatus::from_wait_status(*s);
-        }
-    };
+fn handle(pid: i32, req: Request, frozen: &mut Option<FrozenProcess>, events: &dyn Events) {
     match req {
         Request::Freeze(reply) => {
             let r = if frozen.is_some() {
@@ -260,10 +239,7 @@ fn handle(
                         events.frozen(pid, true);
                         n
                     })
-                    .map_err(|e| {
-                        note_exit(&e);
-                        e.to_string()
-                    })
+                    .map_err(|e| e.to_string())
             };
             let _ = reply.send(r);
         }
@@ -288,10 +264,7 @@ fn handle(
                         }
                         r
                     }
-                    Err(e) => {
-                        note_exit(&e);
-                        Err(e.to_string())
-                    }
+                    Err(e) => Err(e.to_string()),
                 },
             };
             let _ = reply.send(r);

@@ -127,16 +127,6 @@ pub fn reap_one() -> Option<(i32, i32)> {
     (pid > 0).then_some((pid, status))
 }
 
-/// Owner (real uid) of a process, or `None` if it does not exist.
-pub fn process_uid(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|u| u.parse().ok())
-}
-
 /// Number of threads of a process.
 pub fn thread_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())

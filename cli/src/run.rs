@@ -102,9 +102,11 @@ pub fn run(target: &Target, nodes: Vec<String>, program: &str, args: &[String]) 
             Some(Reply::Exited { status }) => return Ok(status.shell_code()),
             Some(Reply::Error { message }) => bail!("{message}"),
             Some(other) => bail!("unexpected reply from the agent: {other:?}"),
-            None => return Err(anyhow!(
+            None => {
+                return Err(anyhow!(
                 "lost contact with the agent; the program may still be running (see `popcorn ps`)"
-            )),
+            ))
+            }
         }
     }
 }
