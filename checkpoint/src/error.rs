@@ -75,6 +75,12 @@ pub enum Error {
     #[error("thread {tid} is not part of frozen process {pid}")]
     UnknownThread { pid: i32, tid: i32 },
 
+    #[error("PID {pid} is already taken in the target PID namespace")]
+    PidTaken { pid: i32 },
+
+    #[error("cannot restore process {pid}: {detail}")]
+    Restore { pid: i32, detail: String },
+
     #[error("{what} on process {pid} failed: {source}")]
     Os {
         what: &'static str,

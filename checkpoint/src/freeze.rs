@@ -115,6 +115,20 @@ impl FrozenProcess {
         Ok(fp)
     }
 
+    /// Takes over a single-threaded child of the caller that the calling
+    /// thread has already seized and brought to a ptrace stop (a restore
+    /// worker).
+    pub(crate) fn adopt_stopped_child(pid: i32) -> FrozenProcess {
+        FrozenProcess {
+            tracer: Tracer { pid, parent: true },
+            threads: BTreeMap::from([(pid, true)]),
+            syscall_insn: None,
+            injection_mode: None,
+            thawed: false,
+            _not_send: PhantomData,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.tracer.pid
     }

@@ -16,6 +16,7 @@ mod pagemap;
 mod process;
 pub mod procfs;
 mod regs;
+pub mod restore;
 mod sys;
 mod thread;
 mod tracer;

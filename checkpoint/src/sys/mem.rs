@@ -30,6 +30,15 @@ pub fn read(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
     f.read_at(buf, addr)
 }
 
+/// Writes `data` at `addr` in process `pid` through `/proc/PID/mem`, which
+/// (unlike `process_vm_writev`) also writes into read-only private mappings.
+pub fn write_forced(pid: i32, addr: u64, data: &[u8]) -> io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))?;
+    f.write_all_at(data, addr)
+}
+
 /// Reads several remote ranges with one `process_vm_readv`.
 pub fn read_vectored(pid: i32, ranges: &[(u64, usize)]) -> io::Result<Vec<Vec<u8>>> {
     let mut bufs: Vec<Vec<u8>> = ranges.iter().map(|&(_, len)| vec![0u8; len]).collect();

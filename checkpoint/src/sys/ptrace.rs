@@ -21,6 +21,7 @@ pub const PTRACE_SYSCALL: u32 = 24;
 
 pub const PTRACE_O_TRACESYSGOOD: u64 = 0x1;
 pub const PTRACE_O_TRACECLONE: u64 = 0x8;
+pub const PTRACE_O_EXITKILL: u64 = 0x10_0000;
 
 pub const PTRACE_EVENT_CLONE: i32 = 3;
 pub const PTRACE_EVENT_STOP: i32 = 128;
@@ -125,6 +126,22 @@ pub fn get_xstate(tid: i32) -> io::Result<Vec<u8>> {
     let mut buf = [0u8; XSTATE_MAX];
     let n = get_regset(tid, NT_X86_XSTATE, buf.as_mut_ptr(), buf.len())?;
     Ok(buf[..n.min(XSTATE_MAX)].to_vec())
+}
+
+/// Writes the XSAVE area back (as read by [`get_xstate`]).
+pub fn set_xstate(tid: i32, xstate: &[u8]) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: xstate.as_ptr().cast_mut().cast(),
+        iov_len: xstate.len(),
+    };
+    // The kernel only reads through the iovec for SETREGSET.
+    raw(
+        PTRACE_SETREGSET,
+        tid,
+        NT_X86_XSTATE,
+        &mut iov as *mut _ as usize,
+    )
+    .map(drop)
 }
 
 pub fn get_sigmask(tid: i32) -> io::Result<u64> {

@@ -1,0 +1,210 @@
+//! Restoring process attributes and the thread's CPU state in a laid-out
+//! worker: sigactions, sigaltstack, robust list, tid address, rseq, cwd,
+//! umask and name by injected syscalls; rlimits with `prlimit` from the
+//! tracer; then registers (rewound for a syscall restart), xstate and the
+//! signal mask with ptrace.
+
+use super::layout::{Layout, Scratch, SYS_MUNMAP, SYS_PRCTL, SYS_RSEQ};
+use crate::regs::{Regs, RestartKind};
+use crate::sys::ptrace;
+use crate::{Error, FrozenProcess, ProcessState};
+
+const SYS_NANOSLEEP: u64 = 35;
+const SYS_CHDIR: i64 = 80;
+const SYS_UMASK: i64 = 95;
+const SYS_RT_SIGACTION: i64 = 13;
+const SYS_SIGALTSTACK: i64 = 131;
+const SYS_SET_TID_ADDRESS: i64 = 218;
+const SYS_RESTART_SYSCALL: u64 = 219;
+const SYS_CLOCK_NANOSLEEP: u64 = 230;
+const SYS_SET_ROBUST_LIST: i64 = 273;
+const PR_SET_NAME: u64 = 15;
+const SS_DISABLE: i32 = 2;
+const SS_AUTODISARM: i32 = 1 << 31;
+
+/// The registers a restored thread must resume with, given the ones it
+/// was captured with. A thread captured inside a syscall that the kernel
+/// would have restarted (`-ERESTARTSYS`/`NOINTR`/`NOHAND`) re-executes the
+/// `syscall` instruction (`rip -= 2`, `rax = orig_rax`);
+/// `-ERESTART_RESTARTBLOCK` resumes through `restart_syscall`, except for
+/// the sleeps, which are re-issued (the restart block lives in the origin's
+/// kernel: a restarted sleep can only last longer, never fail with EINTR).
+/// `orig_rax` is always -1 so the worker's kernel adds no restart of its own.
+pub fn resume_regs(captured: &Regs) -> Regs {
+    let mut r = *captured;
+    if (captured.orig_rax as i64) >= 0 {
+        match RestartKind::from_rax(captured.rax) {
+            Some(
+                RestartKind::RestartSys | RestartKind::RestartNoIntr | RestartKind::RestartNoHand,
+            ) => {
+                r.rip = captured.rip.wrapping_sub(2);
+                r.rax = captured.orig_rax;
+            }
+            Some(RestartKind::RestartBlock) => {
+                r.rip = captured.rip.wrapping_sub(2);
+                r.rax = match captured.orig_rax {
+                    SYS_NANOSLEEP | SYS_CLOCK_NANOSLEEP => captured.orig_rax,
+                    _ => SYS_RESTART_SYSCALL,
+                };
+            }
+            None => {}
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// Restores everything but memory content in a worker laid out by
+/// [`crate::restore::lay_out`] (whose scratch mapping is removed here),
+/// for a single-threaded `state`. The worker stays stopped, ready to thaw.
+pub fn restore_process_state(
+    worker: &mut FrozenProcess,
+    state: &ProcessState,
+    layout: &Layout,
+) -> Result<(), Error> {
+    let pid = worker.pid();
+    let [t] = state.threads.as_slice() else {
+        return Err(Error::Restore {
+            pid,
+            detail: format!(
+                "{} threads: only single-threaded processes can be restored yet",
+                state.threads.len()
+            ),
+        });
+    };
+    let mut scr = Scratch::new(pid, layout);
+    let mut s = worker.begin_injection(pid)?;
+    for a in &state.sigactions {
+        if a.signo == libc::SIGKILL || a.signo == libc::SIGSTOP {
+            continue;
+        }
+        let mut b = Vec::with_capacity(32);
+        for x in [a.handler, a.flags, a.restorer, a.mask] {
+            b.extend_from_slice(&x.to_ne_bytes());
+        }
+        let at = scr.put(&b)?;
+        s.syscall_ok(SYS_RT_SIGACTION, [a.signo as u64, at, 0, 8, 0, 0])?;
+    }
+    if let Some(alt) = t.sigaltstack {
+        let (sp, flags, size) = if alt.flags & SS_DISABLE != 0 {
+            (0, SS_DISABLE, 0)
+        } else {
+            (alt.sp, alt.flags & SS_AUTODISARM, alt.size)
+        };
+        let mut b = Vec::with_capacity(24);
+        b.extend_from_slice(&sp.to_ne_bytes());
+        b.extend_from_slice(&flags.to_ne_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&size.to_ne_bytes());
+        let at = scr.put(&b)?;
+        s.syscall_ok(SYS_SIGALTSTACK, [at, 0, 0, 0, 0, 0])?;
+    }
+    if t.robust_list.len != 0 {
+        let rl = t.robust_list;
+        s.syscall_ok(SYS_SET_ROBUST_LIST, [rl.head, rl.len, 0, 0, 0, 0])?;
+    }
+    if let Some(ctid) = t.clear_child_tid {
+        s.syscall_ok(SYS_SET_TID_ADDRESS, [ctid, 0, 0, 0, 0, 0])?;
+    }
+    let cwd = scr.put_str(&state.cwd)?;
+    s.syscall_ok(SYS_CHDIR, [cwd, 0, 0, 0, 0, 0])?;
+    s.syscall_ok(SYS_UMASK, [u64::from(state.umask), 0, 0, 0, 0, 0])?;
+    let comm = scr.put_str(&state.comm)?;
+    s.syscall_ok(SYS_PRCTL, [PR_SET_NAME, comm, 0, 0, 0, 0])?;
+    if t.rseq.rseq_abi_pointer != 0 {
+        let c = t.rseq;
+        s.syscall_ok(
+            SYS_RSEQ,
+            [
+                c.rseq_abi_pointer,
+                u64::from(c.rseq_abi_size),
+                0,
+                u64::from(c.signature),
+                0,
+                0,
+            ],
+        )?;
+    }
+    s.syscall_ok(SYS_MUNMAP, [layout.scratch, layout.scratch_len, 0, 0, 0, 0])?;
+    s.finish()?;
+
+    for l in &state.rlimits {
+        set_rlimit(pid, l.resource, l.soft, l.hard)?;
+    }
+    let pt = |op: &'static str| move |e| Error::ptrace(op, pid, e);
+    ptrace::set_regs(pid, &resume_regs(&t.regs).into()).map_err(pt("SETREGSET NT_PRSTATUS"))?;
+    ptrace::set_xstate(pid, &t.xstate).map_err(pt("SETREGSET NT_X86_XSTATE"))?;
+    ptrace::set_sigmask(pid, t.sigmask).map_err(pt("SETSIGMASK"))?;
+    Ok(())
+}
+
+fn set_rlimit(pid: i32, resource: u32, soft: u64, hard: u64) -> Result<(), Error> {
+    let new = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `new` is a valid rlimit64 for the duration of the call; no
+    // old value is asked for.
+    let r = unsafe {
+        libc::prlimit64(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    if r == -1 {
+        return Err(Error::Os {
+            what: "prlimit",
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_syscall(nr: u64, rax: i64) -> Regs {
+        Regs {
+            rip: 0x1002,
+            orig_rax: nr,
+            rax: rax as u64,
+            rdi: 7,
+            ..Regs::default()
+        }
+    }
+
+    #[test]
+    fn restartable_syscalls_rewind() {
+        for e in [-512, -513, -514] {
+            let r = resume_regs(&in_syscall(0, e));
+            assert_eq!(
+                (r.rip, r.rax, r.orig_rax, r.rdi),
+                (0x1000, 0, u64::MAX, 7),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn restart_block_uses_restart_syscall_except_sleeps() {
+        let r = resume_regs(&in_syscall(202, -516));
+        assert_eq!((r.rip, r.rax), (0x1000, SYS_RESTART_SYSCALL));
+        let r = resume_regs(&in_syscall(SYS_CLOCK_NANOSLEEP, -516));
+        assert_eq!((r.rip, r.rax), (0x1000, SYS_CLOCK_NANOSLEEP));
+        let r = resume_regs(&in_syscall(SYS_NANOSLEEP, -516));
+        assert_eq!((r.rip, r.rax), (0x1000, SYS_NANOSLEEP));
+    }
+
+    #[test]
+    fn finished_or_no_syscall_untouched() {
+        // A syscall that already has its result (-EINTR, or a value).
+        let r = resume_regs(&in_syscall(0, -4));
+        assert_eq!((r.rip, r.rax, r.orig_rax), (0x1002, -4i64 as u64, u64::MAX));
+        let r = resume_regs(&in_syscall(u64::MAX, -512));
+        assert_eq!((r.rip, r.rax), (0x1002, -512i64 as u64));
+    }
+}

@@ -1,0 +1,292 @@
+//! Creating the worker process that becomes the restored one: a fork of
+//! the caller made with `clone3`, optionally inside a given PID namespace
+//! and with a chosen PID there (`set_tid`, as CRIU does), holding only the
+//! file descriptors asked for, parked in `pause()` and stopped under ptrace
+//! by the calling thread (`PTRACE_SEIZE` + `PTRACE_INTERRUPT`, no signal).
+
+use crate::sys::ptrace::{self, PTRACE_O_EXITKILL, PTRACE_O_TRACESYSGOOD};
+use crate::sys::wait::Event;
+use crate::tracer::WaitError;
+use crate::{Error, FrozenProcess};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+/// Most file descriptors a worker can be given.
+const MAX_FDS: usize = 64;
+
+/// How to create a worker.
+#[derive(Debug, Default)]
+pub struct WorkerSpec<'a> {
+    /// PID namespace to create the worker in (an open `/proc/X/ns/pid`);
+    /// `None`: the caller's.
+    pub pid_ns: Option<BorrowedFd<'a>>,
+    /// The PID the worker must have in that namespace; `None`: any.
+    pub pid: Option<i32>,
+    /// `(fd in the caller, fd number in the worker)`; every other file
+    /// descriptor is closed in the worker.
+    pub fds: Vec<(RawFd, RawFd)>,
+}
+
+/// A freshly created worker, stopped under ptrace by the calling thread.
+#[derive(Debug)]
+pub struct Worker {
+    /// The worker, controlled like a frozen process (its PID as the caller
+    /// sees it).
+    pub process: FrozenProcess,
+    /// Its PID inside the namespace it was created in.
+    pub ns_pid: i32,
+}
+
+/// `struct clone_args` (linux/sched.h), up to `cgroup`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+fn os(what: &'static str, pid: i32) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Os { what, pid, source }
+}
+
+/// Creates a worker as described by `spec`; see the module documentation.
+pub fn spawn_worker(spec: &WorkerSpec) -> Result<Worker, Error> {
+    let me = crate::sys::misc::getpid();
+    if spec.fds.len() > MAX_FDS {
+        return Err(Error::Restore {
+            pid: spec.pid.unwrap_or(0),
+            detail: format!(
+                "{} file descriptors asked for, at most {MAX_FDS}",
+                spec.fds.len()
+            ),
+        });
+    }
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: `pipe` is a valid array of two fds for the kernel to fill.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(os("pipe2", me)(io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two new fds that nothing else owns.
+    let (ready_r, ready_w) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+
+    let child = clone_in_namespace(spec, ready_w.as_raw_fd())?;
+    drop(ready_w);
+    let ns_pid = spec.pid.unwrap_or(0);
+    // Wait until the child has arranged its fds (one byte) or died (EOF).
+    let mut byte = [0u8; 1];
+    let n = io::Read::read(&mut File::from(ready_r), &mut byte);
+    if !matches!(n, Ok(1)) {
+        reap(child);
+        return Err(Error::Restore {
+            pid: child,
+            detail: format!("the worker died while setting up its file descriptors ({n:?})"),
+        });
+    }
+    if let Err(e) = seize_and_stop(child) {
+        // SAFETY: plain integer arguments; `child` is our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        reap(child);
+        return Err(e);
+    }
+    let ns_pid = if ns_pid == 0 {
+        ns_pid_of(child).unwrap_or(child)
+    } else {
+        ns_pid
+    };
+    Ok(Worker {
+        process: FrozenProcess::adopt_stopped_child(child),
+        ns_pid,
+    })
+}
+
+/// Innermost PID of `pid` (last `NSpid:` field of its status).
+fn ns_pid_of(pid: i32) -> Option<i32> {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = t.lines().find(|l| l.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+fn reap(child: i32) {
+    let _ = crate::sys::wait::waitpid(child, false);
+}
+
+fn seize_and_stop(child: i32) -> Result<(), Error> {
+    ptrace::seize(child, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
+        .map_err(|e| Error::ptrace("SEIZE", child, e))?;
+    ptrace::interrupt(child).map_err(|e| Error::ptrace("INTERRUPT", child, e))?;
+    let tracer = crate::tracer::Tracer {
+        pid: child,
+        parent: true,
+    };
+    let deadline = Instant::now() + crate::freeze::STOP_TIMEOUT;
+    loop {
+        match tracer.next_event(child, &[], Some(deadline)) {
+            // Stopped in pause(): done with its setup. Stopped earlier
+            // (closing its last fds): let it get there.
+            Ok(Event::Stopped(_)) => match ptrace::get_regs(child) {
+                Ok(r) if r.orig_rax == libc::SYS_pause as u64 => return Ok(()),
+                Ok(_) => {
+                    ptrace::cont(child, 0).map_err(|e| Error::ptrace("CONT", child, e))?;
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                    ptrace::interrupt(child).map_err(|e| Error::ptrace("INTERRUPT", child, e))?;
+                }
+                Err(e) => return Err(Error::ptrace("GETREGSET", child, e)),
+            },
+            Ok(Event::Signal(sig)) => {
+                ptrace::cont(child, sig).map_err(|e| Error::ptrace("CONT", child, e))?;
+                ptrace::interrupt(child).map_err(|e| Error::ptrace("INTERRUPT", child, e))?;
+            }
+            Ok(Event::Syscall | Event::Other(_) | Event::Clone) => {
+                ptrace::cont(child, 0).map_err(|e| Error::ptrace("CONT", child, e))?;
+                ptrace::interrupt(child).map_err(|e| Error::ptrace("INTERRUPT", child, e))?;
+            }
+            Ok(Event::Exited(_) | Event::Killed(_) | Event::Gone) => {
+                return Err(Error::ProcessExited { pid: child })
+            }
+            Err(WaitError::Os(e)) => {
+                return Err(Error::Wait {
+                    tid: child,
+                    source: e,
+                })
+            }
+            Err(WaitError::Timeout) => {
+                return Err(Error::StopTimeout {
+                    pid: child,
+                    tid: child,
+                    secs: crate::freeze::STOP_TIMEOUT.as_secs(),
+                    state: "?".into(),
+                })
+            }
+        }
+    }
+}
+
+/// Switches the calling thread's PID namespace for children to
+/// `spec.pid_ns` (and back), and forks the worker there.
+fn clone_in_namespace(spec: &WorkerSpec, ready_w: RawFd) -> Result<i32, Error> {
+    let me = crate::sys::misc::getpid();
+    let Some(ns) = spec.pid_ns else {
+        return clone_worker(spec, ready_w);
+    };
+    // The namespace we are in: where children go once we switch back.
+    let own = File::open("/proc/thread-self/ns/pid")
+        .map_err(|e| Error::proc("/proc/thread-self/ns/pid", e))?;
+    // SAFETY: plain fd and flag arguments; only the calling thread's
+    // namespace for new children changes.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } == -1 {
+        return Err(os("setns(CLONE_NEWPID)", me)(io::Error::last_os_error()));
+    }
+    let r = clone_worker(spec, ready_w);
+    // SAFETY: as above; `own` is our active PID namespace, always allowed.
+    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) } == -1 {
+        tracing::warn!(
+            "cannot switch back to our own PID namespace: {}",
+            io::Error::last_os_error()
+        );
+    }
+    r
+}
+
+fn clone_worker(spec: &WorkerSpec, ready_w: RawFd) -> Result<i32, Error> {
+    let me = crate::sys::misc::getpid();
+    let mut fds = [(0 as RawFd, 0 as RawFd); MAX_FDS];
+    for (slot, fd) in fds.iter_mut().zip(&spec.fds) {
+        *slot = *fd;
+    }
+    let fds = &fds[..spec.fds.len()];
+    // Temporary copies go at or above `base`, clear of every number used.
+    let base = fds
+        .iter()
+        .flat_map(|&(a, b)| [a, b])
+        .chain([ready_w, 2])
+        .max()
+        .unwrap_or(2)
+        + 1;
+    let set_tid = [spec.pid.unwrap_or(0) as libc::pid_t];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if spec.pid.is_some() {
+            set_tid.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(spec.pid.is_some()),
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; without
+    // CLONE_VM the child gets a copy of our memory and runs `worker_child`,
+    // which makes only raw system calls and never returns.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => {
+            let e = io::Error::last_os_error();
+            match (e.raw_os_error(), spec.pid) {
+                (Some(libc::EEXIST), Some(pid)) => Err(Error::PidTaken { pid }),
+                _ => Err(os("clone3", me)(e)),
+            }
+        }
+        0 => worker_child(fds, ready_w, base),
+        child => Ok(child as i32),
+    }
+}
+
+/// Runs in the cloned child of a possibly multi-threaded process: only raw
+/// system calls, no allocation, no locks. Moves the wanted fds into place,
+/// closes the rest, reports readiness and waits to be taken over. Only
+/// called in the child right after `clone3` returned 0.
+fn worker_child(fds: &[(RawFd, RawFd)], ready_w: RawFd, base: RawFd) -> ! {
+    // SAFETY: we are the only thread of a fresh copy of the caller's
+    // memory; every call below is a plain system call on integers or on
+    // buffers on our stack, and the function never returns into Rust code
+    // that could rely on state of the parent's other threads.
+    unsafe {
+        let mut tmp = [0 as RawFd; MAX_FDS];
+        for (i, &(src, _)) in fds.iter().enumerate() {
+            let t = libc::fcntl(src, libc::F_DUPFD, base);
+            if t < 0 {
+                libc::_exit(120);
+            }
+            tmp[i] = t;
+        }
+        let ready = libc::fcntl(ready_w, libc::F_DUPFD, base);
+        if ready < 0 {
+            libc::_exit(121);
+        }
+        for (i, &(_, dst)) in fds.iter().enumerate() {
+            if libc::dup2(tmp[i], dst) < 0 {
+                libc::_exit(122);
+            }
+        }
+        for fd in 0..base {
+            if !fds.iter().any(|&(_, d)| d == fd) {
+                libc::close(fd);
+            }
+        }
+        libc::syscall(libc::SYS_close_range, base as u32, (ready - 1) as u32, 0u32);
+        libc::syscall(libc::SYS_close_range, (ready + 1) as u32, u32::MAX, 0u32);
+        let one = [1u8];
+        libc::write(ready, one.as_ptr().cast(), 1);
+        libc::close(ready);
+        loop {
+            libc::pause();
+        }
+    }
+}
