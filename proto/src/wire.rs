@@ -26,11 +26,40 @@ pub enum PeerMessage {
         seq: u64,
         sent_ns: u64,
     },
+    /// Post-copy: the destination asks the origin for `pages` pages of
+    /// process `pid` starting at page-aligned `addr`. Many may be in flight.
+    PageRequest {
+        req_id: u64,
+        pid: i32,
+        addr: u64,
+        pages: u32,
+    },
+    /// The pages for request `req_id` (or a pushed batch), starting at
+    /// `addr`; `data.len()` is a multiple of [`PAGE_SIZE`] and at most
+    /// [`MAX_PAGE_DATA`] (senders split larger batches).
+    PageData {
+        req_id: u64,
+        addr: u64,
+        data: Vec<u8>,
+    },
+    /// Request `req_id` cannot be served (process gone, address unmapped…).
+    PageError {
+        req_id: u64,
+        message: String,
+    },
 }
+
+/// Page size of [`PeerMessage::PageData`] payloads.
+pub const PAGE_SIZE: usize = 4096;
+/// Largest `PageData` payload: whole pages that fit in a frame with its header.
+pub const MAX_PAGE_DATA: usize = MAX_FRAME - PAGE_SIZE;
 
 const KIND_HELLO: u8 = 1;
 const KIND_PING: u8 = 2;
 const KIND_PONG: u8 = 3;
+const KIND_PAGE_REQUEST: u8 = 4;
+const KIND_PAGE_DATA: u8 = 5;
+const KIND_PAGE_ERROR: u8 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -50,6 +79,8 @@ pub enum WireError {
     Trailing(usize),
     #[error("string in frame is not UTF-8")]
     Utf8,
+    #[error("page data of {0} bytes is not whole pages or exceeds {MAX_PAGE_DATA} bytes")]
+    PageData(usize),
 }
 
 /// Encodes one message as a complete frame.
@@ -70,6 +101,32 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
             body.push(KIND_PONG);
             body.extend_from_slice(&seq.to_be_bytes());
             body.extend_from_slice(&sent_ns.to_be_bytes());
+        }
+        PeerMessage::PageRequest {
+            req_id,
+            pid,
+            addr,
+            pages,
+        } => {
+            body.push(KIND_PAGE_REQUEST);
+            body.extend_from_slice(&req_id.to_be_bytes());
+            body.extend_from_slice(&pid.to_be_bytes());
+            body.extend_from_slice(&addr.to_be_bytes());
+            body.extend_from_slice(&pages.to_be_bytes());
+        }
+        PeerMessage::PageData { req_id, addr, data } => {
+            debug_assert!(data.len() <= MAX_PAGE_DATA && data.len().is_multiple_of(PAGE_SIZE));
+            body.reserve(8 + 8 + 4 + data.len());
+            body.push(KIND_PAGE_DATA);
+            body.extend_from_slice(&req_id.to_be_bytes());
+            body.extend_from_slice(&addr.to_be_bytes());
+            body.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            body.extend_from_slice(data);
+        }
+        PeerMessage::PageError { req_id, message } => {
+            body.push(KIND_PAGE_ERROR);
+            body.extend_from_slice(&req_id.to_be_bytes());
+            put_str(&mut body, message);
         }
     }
     let mut frame = Vec::with_capacity(4 + body.len());
@@ -127,6 +184,29 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
             seq: r.u64()?,
             sent_ns: r.u64()?,
         },
+        KIND_PAGE_REQUEST => PeerMessage::PageRequest {
+            req_id: r.u64()?,
+            pid: r.u32()? as i32,
+            addr: r.u64()?,
+            pages: r.u32()?,
+        },
+        KIND_PAGE_DATA => {
+            let req_id = r.u64()?;
+            let addr = r.u64()?;
+            let n = r.u32()? as usize;
+            if !n.is_multiple_of(PAGE_SIZE) || n > MAX_PAGE_DATA {
+                return Err(WireError::PageData(n));
+            }
+            PeerMessage::PageData {
+                req_id,
+                addr,
+                data: r.take(n)?.to_vec(),
+            }
+        }
+        KIND_PAGE_ERROR => PeerMessage::PageError {
+            req_id: r.u64()?,
+            message: r.string()?,
+        },
         other => return Err(WireError::UnknownKind(other)),
     };
     if !r.buf.is_empty() {
@@ -136,7 +216,12 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    // Truncate to what a u16 length can say, on a character boundary.
+    let mut n = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    let bytes = &s.as_bytes()[..n];
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
 }
@@ -157,6 +242,11 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn u64(&mut self) -> Result<u64, WireError> {
@@ -193,7 +283,68 @@ mod tests {
                 sent_ns: u64::MAX,
             },
             PeerMessage::Pong { seq: 7, sent_ns: 9 },
+            PeerMessage::PageRequest {
+                req_id: 1,
+                pid: -1,
+                addr: 0x7fff_f000,
+                pages: u32::MAX,
+            },
+            PeerMessage::PageData {
+                req_id: u64::MAX,
+                addr: 0x40_0000,
+                data: Vec::new(),
+            },
+            PeerMessage::PageData {
+                req_id: 3,
+                addr: 0x40_1000,
+                data: (0..2 * PAGE_SIZE).map(|i| (i * 7) as u8).collect(),
+            },
+            PeerMessage::PageError {
+                req_id: 4,
+                message: "process 12 gone: ESRCH".into(),
+            },
         ]
+    }
+
+    #[test]
+    fn page_data_limits() {
+        let frame = |body: &[u8]| {
+            let mut f = (body.len() as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(body);
+            f
+        };
+        let mut body = vec![1, KIND_PAGE_DATA];
+        body.extend_from_slice(&[0; 16]);
+        let mut odd = body.clone();
+        odd.extend_from_slice(&100u32.to_be_bytes());
+        odd.extend_from_slice(&[0; 100]);
+        assert_eq!(decode_frame(&frame(&odd)), Err(WireError::PageData(100)));
+        let mut huge = body.clone();
+        huge.extend_from_slice(&((MAX_PAGE_DATA + PAGE_SIZE) as u32).to_be_bytes());
+        assert_eq!(
+            decode_frame(&frame(&huge)),
+            Err(WireError::PageData(MAX_PAGE_DATA + PAGE_SIZE))
+        );
+        // The largest payload fits in a frame.
+        let big = PeerMessage::PageData {
+            req_id: 0,
+            addr: 0,
+            data: vec![0xab; MAX_PAGE_DATA],
+        };
+        let f = encode_frame(&big);
+        assert!(f.len() - 4 <= MAX_FRAME);
+        assert_eq!(decode_frame(&f).unwrap(), Some((big, f.len())));
+        // Overlong strings are cut on a character boundary and still decode.
+        let long = PeerMessage::PageError {
+            req_id: 0,
+            message: "é".repeat(40_000),
+        };
+        let Some((PeerMessage::PageError { message, .. }, _)) =
+            decode_frame(&encode_frame(&long)).unwrap()
+        else {
+            panic!("PageError expected");
+        };
+        assert_eq!(message.len(), u16::MAX as usize - 1);
     }
 
     #[test]
