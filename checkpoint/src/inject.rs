@@ -265,7 +265,10 @@ impl Injection {
                 (Mode::SingleStep, Event::Signal(libc::SIGTRAP)) => return Ok(()),
                 (Mode::SyscallStops, Event::Syscall) => return Ok(()),
                 (_, Event::Signal(sig)) => self.resume(sig)?,
-                (_, Event::Stopped(_) | Event::Other(_) | Event::Syscall) => self.resume(0)?,
+                // A clone event: an injected clone of a traced process.
+                (_, Event::Stopped(_) | Event::Other(_) | Event::Syscall | Event::Clone) => {
+                    self.resume(0)?
+                }
                 (_, ev) => {
                     return Err(Error::UnexpectedStop {
                         tid: self.tid,

@@ -61,11 +61,27 @@ impl Drop for PidNs {
     }
 }
 
-fn kill_and_reap(pid: i32) {
-    // SAFETY: plain integer arguments; `pid` is our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
+/// Kills and reaps a worker when the test ends, even by a panic.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pid = self.0;
+        let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // SAFETY: plain integer arguments; the worker is our own child and
+        // its threads may be traced by this thread: their exits are
+        // collected before the leader's can be (ECHILD when not ours).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            for tid in tids.into_iter().filter(|&t| t != pid).chain([pid]) {
+                libc::waitpid(tid, std::ptr::null_mut(), libc::__WALL);
+            }
+        }
     }
 }
 
@@ -78,6 +94,7 @@ fn worker_is_stopped_under_ptrace_with_only_the_fds_given() {
     })
     .unwrap();
     let pid = w.process.pid();
+    let _guard = KillOnDrop(pid);
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -96,7 +113,6 @@ fn worker_is_stopped_under_ptrace_with_only_the_fds_given() {
     assert_eq!(status_field(pid, "TracerPid"), me.to_string());
     assert!(status_field(pid, "State").starts_with('t'));
     drop(w);
-    kill_and_reap(pid);
 }
 
 #[test]
@@ -140,6 +156,7 @@ fn counter_continues_in_a_new_pid_namespace_with_the_same_pid() {
     .unwrap();
     drop((stdin, stdout, stderr));
     let wpid = w.process.pid();
+    let guard = KillOnDrop(wpid);
     assert_ne!(wpid, pid);
     assert_eq!(w.ns_pid, pid);
     let nspid = status_field(wpid, "NSpid");
@@ -165,6 +182,7 @@ fn counter_continues_in_a_new_pid_namespace_with_the_same_pid() {
     // SAFETY: `status` is a valid out pointer; `wpid` is our child.
     let reaped = unsafe { libc::waitpid(wpid, &mut status, 0) };
     assert_eq!(reaped, wpid);
+    std::mem::forget(guard);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "worker status {status:#x}"

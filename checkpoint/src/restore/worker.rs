@@ -2,9 +2,10 @@
 //! the caller made with `clone3`, optionally inside a given PID namespace
 //! and with a chosen PID there (`set_tid`, as CRIU does), holding only the
 //! file descriptors asked for, parked in `pause()` and stopped under ptrace
-//! by the calling thread (`PTRACE_SEIZE` + `PTRACE_INTERRUPT`, no signal).
+//! by the calling thread (`PTRACE_SEIZE` + `PTRACE_INTERRUPT`, no signal;
+//! threads it is later made to create are traced from their start).
 
-use crate::sys::ptrace::{self, PTRACE_O_EXITKILL, PTRACE_O_TRACESYSGOOD};
+use crate::sys::ptrace::{self, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD};
 use crate::sys::wait::Event;
 use crate::tracer::WaitError;
 use crate::{Error, FrozenProcess};
@@ -123,8 +124,11 @@ fn reap(child: i32) {
 }
 
 fn seize_and_stop(child: i32) -> Result<(), Error> {
-    ptrace::seize(child, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)
-        .map_err(|e| Error::ptrace("SEIZE", child, e))?;
+    ptrace::seize(
+        child,
+        PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE,
+    )
+    .map_err(|e| Error::ptrace("SEIZE", child, e))?;
     ptrace::interrupt(child).map_err(|e| Error::ptrace("INTERRUPT", child, e))?;
     let tracer = crate::tracer::Tracer {
         pid: child,
