@@ -135,6 +135,8 @@ impl Postcopy {
     }
 
     /// Adds region `[start, end)` with every page `NotTouchedAtOrigin`.
+    /// Use one region per VMA: no range this machine returns crosses a
+    /// region, because one `UFFDIO_COPY` cannot cross a VMA.
     pub fn add_region(&mut self, start: u64, end: u64) -> Result<(), PostcopyError> {
         if start >= end || !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
             return Err(PostcopyError::BadRegion { start, end });
@@ -257,14 +259,19 @@ impl Postcopy {
     }
 
     /// Pages of `range` arrived. Returns the runs to install with
-    /// `UFFDIO_COPY` (which wakes their waiters), now `Present`; pages that
-    /// are already `Present` are left out (never overwrite a local page).
+    /// `UFFDIO_COPY` (which wakes their waiters), now `Present`: the pages
+    /// that were `InFlight` or `AtOrigin`. `Present` pages are left out
+    /// (never overwrite a local page), and so are `NotTouchedAtOrigin` ones
+    /// (zero by definition, e.g. discarded while their data travelled).
     pub fn on_pages_arrived(&mut self, range: PageRange) -> Result<Vec<PageRange>, PostcopyError> {
         let (ri, first, last) = self.span(range.start, range.end())?;
         let base = self.regions[ri].start;
         let mut runs: Vec<PageRange> = Vec::new();
         for i in first..last {
-            if self.regions[ri].pages[i] == PageState::Present {
+            if !matches!(
+                self.regions[ri].pages[i],
+                PageState::InFlight | PageState::AtOrigin
+            ) {
                 continue;
             }
             self.set(ri, i, PageState::Present);
@@ -290,6 +297,33 @@ impl Postcopy {
             }
         }
         Ok(())
+    }
+
+    /// The program dropped `[start, end)` (uffd REMOVE event for
+    /// `madvise(MADV_DONTNEED)`, or UNMAP for `munmap`): every page of the
+    /// migrated regions in that range now reads as zero, so it becomes
+    /// `NotTouchedAtOrigin` — never fetched, and data still in flight for it
+    /// is not installed. Parts outside the regions are ignored. Returns the
+    /// number of pages that changed state.
+    pub fn on_discard(&mut self, start: u64, end: u64) -> u64 {
+        let start = start & !(PAGE_SIZE - 1);
+        let mut changed = 0;
+        let first_region = self.regions.partition_point(|r| r.end <= start);
+        for ri in first_region..self.regions.len() {
+            let (rs, re) = (self.regions[ri].start, self.regions[ri].end);
+            if rs >= end {
+                break;
+            }
+            let a = ((start.max(rs) - rs) / PAGE_SIZE) as usize;
+            let b = ((end.min(re) - rs).div_ceil(PAGE_SIZE)) as usize;
+            for i in a..b {
+                if self.regions[ri].pages[i] != PageState::NotTouchedAtOrigin {
+                    self.set(ri, i, PageState::NotTouchedAtOrigin);
+                    changed += 1;
+                }
+            }
+        }
+        changed
     }
 
     /// Current background batch size in bytes.
@@ -327,8 +361,10 @@ impl Postcopy {
                 }
                 let addr = self.regions[ri].start + i as u64 * PAGE_SIZE;
                 self.set(ri, i, PageState::InFlight);
+                // Runs never cross regions, even adjacent ones (one
+                // UFFDIO_COPY cannot cross a VMA).
                 match out.last_mut() {
-                    Some(r) if r.end() == addr => r.pages += 1,
+                    Some(r) if r.end() == addr && i > 0 => r.pages += 1,
                     _ => out.push(PageRange {
                         start: addr,
                         pages: 1,
@@ -483,6 +519,30 @@ mod tests {
     }
 
     #[test]
+    fn discarded_pages_are_zero_and_late_data_is_dropped() {
+        let mut pc = Postcopy::new();
+        pc.add_region(0x1000, 0x5000).unwrap();
+        pc.add_region(0x8000, 0xa000).unwrap();
+        pc.mark_at_origin(0x1000, 0x5000).unwrap();
+        pc.mark_at_origin(0x8000, 0xa000).unwrap();
+        assert_eq!(pc.on_fault(0x2000), Ok(Action::Fetch(range(0x2000, 1))));
+        assert_eq!(pc.on_fault(0x3000), Ok(Action::Fetch(range(0x3000, 1))));
+        pc.on_pages_arrived(range(0x3000, 1)).unwrap();
+        // Spans a region's tail, a gap and part of the next region; the end
+        // is not page-aligned.
+        assert_eq!(pc.on_discard(0x2000, 0x8800), 4);
+        assert_eq!(pc.state(0x3000), Some(PageState::NotTouchedAtOrigin));
+        assert_eq!(pc.state(0x1000), Some(PageState::AtOrigin));
+        assert_eq!(pc.state(0x9000), Some(PageState::AtOrigin));
+        // The fetch of 0x2000 completes after the discard: not installed.
+        assert_eq!(pc.on_pages_arrived(range(0x2000, 1)), Ok(vec![]));
+        assert_eq!(pc.on_fault(0x2000), Ok(Action::ZeroFill(range(0x2000, 1))));
+        assert_eq!(pc.remaining(), 2);
+        assert_eq!(pc.on_discard(0x0, 0x1000), 0);
+        assert_eq!(pc.on_discard(0xa000, 0xb000), 0);
+    }
+
+    #[test]
     fn pusher_grows_while_idle_and_resets_on_fault() {
         // 3 regions, 24 MiB at origin in total.
         let mut pc = Postcopy::new();
@@ -582,7 +642,20 @@ mod tests {
             let hi = base + 2 * P;
             let mut outstanding: Vec<PageRange> = Vec::new();
             for step in 0..400 {
-                match next() % 5 {
+                match next() % 6 {
+                    5 => {
+                        let a = lo + next() % (hi - lo);
+                        let b = a + next() % (8 * P);
+                        let mut want = 0;
+                        for (&pg, st) in model.range_mut(a & !(P - 1)..b) {
+                            debug_assert!(pg < b);
+                            if *st != PageState::NotTouchedAtOrigin {
+                                *st = PageState::NotTouchedAtOrigin;
+                                want += 1;
+                            }
+                        }
+                        assert_eq!(pc.on_discard(a, b), want, "round {round} step {step}");
+                    }
                     0 | 1 => {
                         let addr = lo + next() % (hi - lo);
                         let page = addr & !(P - 1);
@@ -627,7 +700,7 @@ mod tests {
                         let mut want = Vec::new();
                         for i in 0..r.pages {
                             let a = r.start + i * P;
-                            if model[&a] != PageState::Present {
+                            if matches!(model[&a], PageState::InFlight | PageState::AtOrigin) {
                                 model.insert(a, PageState::Present);
                                 want.push(a);
                             }
