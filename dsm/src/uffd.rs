@@ -638,6 +638,43 @@ mod tests {
         }
     }
 
+    /// DESIGN.md §5.5: while a REMOVE event is unread, UFFDIO_COPY fails
+    /// with EAGAIN (reported as `Again`); after reading it the copy works.
+    #[test]
+    fn copy_is_again_while_a_remove_event_is_unread() {
+        let u = Uffd::new().expect("userfaultfd (run as root)");
+        assert_ne!(u.features() & feature::EVENT_REMOVE, 0);
+        let m = Map::anon(2 * 4096);
+        u.register(m.addr(), 2 * 4096).unwrap();
+        let page = vec![1u8; 4096];
+        u.copy(m.addr(), &page).unwrap();
+        let (addr, len) = (m.addr() as usize, 2 * 4096usize);
+        // The madvise blocks until its REMOVE event is read.
+        let madv = std::thread::spawn(move || {
+            // SAFETY: drops the pages of the test's own mapping.
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) }
+        });
+        assert!(u.poll(10_000).unwrap(), "no REMOVE event within 10 s");
+        match u.copy(m.addr() + 4096, &page) {
+            Err(UffdError::Again { done: 0, .. }) => {}
+            other => panic!("expected Again, got {other:?}"),
+        }
+        assert_eq!(
+            u.read_event().unwrap(),
+            Some(Event::Remove {
+                start: m.addr(),
+                end: m.addr() + 2 * 4096
+            })
+        );
+        assert_eq!(madv.join().unwrap(), 0);
+        assert_eq!(u.copy(m.addr() + 4096, &page).unwrap().installed, 4096);
+        // The dropped page is missing again: a second copy installs it.
+        assert_eq!(u.copy(m.addr(), &page).unwrap().installed, 4096);
+        // Unregister before the mapping goes: with EVENT_UNMAP, munmap of
+        // a registered range waits until its event is read.
+        u.unregister(m.addr(), 2 * 4096).unwrap();
+    }
+
     /// Our own process: a thread faults on a registered page, the handler
     /// reads the event and copies; EEXIST on a second copy is tolerated and
     /// zeropage works.
