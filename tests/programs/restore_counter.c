@@ -1,7 +1,9 @@
 /* Restore test workload: fills a 16 MiB heap buffer with pseudo-random
  * data and prints its checksum ("sum X"), then prints "count N" every
- * 10 ms (nanosleep) for N = 0..COUNT-1, then "final X pid P" with the
- * checksum recomputed and getpid(). */
+ * 10 ms (nanosleep) for N = 0..COUNT-1, then "final X pid P usr1 U" with
+ * the checksum recomputed, getpid() and whether a SIGUSR1 (blocked from
+ * the start) is pending. */
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,10 @@ static uint64_t checksum(const uint64_t *b, size_t n) {
 }
 
 int main(void) {
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
     size_t n = SIZE / sizeof(uint64_t);
     uint64_t *buf = malloc(SIZE);
     if (!buf)
@@ -38,7 +44,10 @@ int main(void) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    printf("final %llu pid %d\n", (unsigned long long)checksum(buf, n), (int)getpid());
+    sigset_t pending;
+    sigpending(&pending);
+    printf("final %llu pid %d usr1 %d\n", (unsigned long long)checksum(buf, n), (int)getpid(),
+           sigismember(&pending, SIGUSR1));
     fflush(stdout);
     return 0;
 }

@@ -139,8 +139,12 @@ fn counter_continues_in_a_new_pid_namespace_with_the_same_pid() {
     let pid = r.pid();
     let ns = PidNs::new();
 
+    // A signal the program blocks: it must still be pending after restore.
+    // SAFETY: plain integer arguments.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
     let mut origin = FrozenProcess::freeze(pid).unwrap();
     let state = origin.capture().unwrap();
+    assert_eq!(state.shared_pending_signals.len(), 1);
     let stdin = origin.dup_fd(0).unwrap();
     let stdout = origin.dup_fd(1).unwrap();
     let stderr = origin.dup_fd(2).unwrap();
@@ -169,6 +173,11 @@ fn counter_continues_in_a_new_pid_namespace_with_the_same_pid() {
     let copied = copy_memory_eager(pid, wpid, &layout.to_copy).unwrap();
     assert!(copied >= 16 << 20, "only {copied} bytes copied");
     restore_process_state(&mut w.process, &state, &layout).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{wpid}/exe")).unwrap(),
+        std::path::Path::new(&state.exe)
+    );
+    assert_eq!(status_field(wpid, "Name"), state.comm);
 
     // The original goes; the worker takes over.
     // SAFETY: plain integer arguments.
@@ -187,7 +196,7 @@ fn counter_continues_in_a_new_pid_namespace_with_the_same_pid() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "worker status {status:#x}"
     );
-    assert_eq!(fin, format!("final {sum} pid {pid}"));
+    assert_eq!(fin, format!("final {sum} pid {pid} usr1 1"));
     let counts: Vec<u32> = r
         .seen
         .iter()

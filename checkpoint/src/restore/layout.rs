@@ -435,7 +435,12 @@ fn map_all(
 }
 
 /// `struct prctl_mm_map` followed by the saved auxv it points to.
-pub(crate) fn mm_map_bytes(state: &ProcessState, auxv_addr: u64) -> (Vec<u8>, Vec<u8>) {
+/// `exe_fd` is the worker's fd on the executable, `None` to keep its own.
+pub(crate) fn mm_map_bytes(
+    state: &ProcessState,
+    auxv_addr: u64,
+    exe_fd: Option<u32>,
+) -> (Vec<u8>, Vec<u8>) {
     let mut auxv = Vec::with_capacity((state.auxv.len() + 1) * 16);
     for &(t, v) in state.auxv.iter().chain(std::iter::once(&(0, 0))) {
         auxv.extend_from_slice(&t.to_ne_bytes());
@@ -460,7 +465,7 @@ pub(crate) fn mm_map_bytes(state: &ProcessState, auxv_addr: u64) -> (Vec<u8>, Ve
         b.extend_from_slice(&x.to_ne_bytes());
     }
     b.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
-    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // exe_fd = -1: keep
+    b.extend_from_slice(&exe_fd.unwrap_or(u32::MAX).to_ne_bytes()); // -1: keep
     (b, auxv)
 }
 
@@ -470,15 +475,27 @@ fn set_mm(
     state: &ProcessState,
     scr: &mut Scratch,
 ) -> Result<(), Error> {
-    let (_, auxv) = mm_map_bytes(state, 0);
+    // /proc/PID/exe: the origin's executable when it is here too.
+    let exe_fd = if std::path::Path::new(&state.exe).is_file() {
+        let path = scr.put_str(&state.exe)?;
+        let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        let fd = s.syscall(SYS_OPENAT, [libc::AT_FDCWD as u64, path, flags, 0, 0, 0])?;
+        u32::try_from(fd).ok()
+    } else {
+        None
+    };
+    let (_, auxv) = mm_map_bytes(state, 0, exe_fd);
     let auxv_addr = scr.put(&auxv)?;
-    let (map, _) = mm_map_bytes(state, auxv_addr);
+    let (map, _) = mm_map_bytes(state, auxv_addr, exe_fd);
     let map_addr = scr.put(&map)?;
-    s.syscall_ok(
+    let r = s.syscall_ok(
         SYS_PRCTL,
         [PR_SET_MM, PR_SET_MM_MAP, map_addr, map.len() as u64, 0, 0],
-    )
-    .map_err(|e| restore_err(pid, format!("PR_SET_MM_MAP: {e}")))?;
+    );
+    if let Some(fd) = exe_fd {
+        s.syscall(SYS_CLOSE, [u64::from(fd), 0, 0, 0, 0, 0])?;
+    }
+    r.map_err(|e| restore_err(pid, format!("PR_SET_MM_MAP: {e}")))?;
     Ok(())
 }
 

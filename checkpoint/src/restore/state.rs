@@ -1,6 +1,6 @@
 //! Restoring process attributes and the thread's CPU state in a laid-out
 //! worker: the other threads (with their TIDs), sigactions, sigaltstack, robust list, tid address, rseq, cwd,
-//! umask and name by injected syscalls; rlimits with `prlimit` from the
+//! umask, personality, name and pending signals by injected syscalls; rlimits with `prlimit` from the
 //! tracer; then registers (rewound for a syscall restart), xstate and the
 //! signal mask with ptrace.
 
@@ -14,6 +14,7 @@ use crate::{Error, FrozenProcess, ProcessState, ThreadState};
 
 const SYS_NANOSLEEP: u64 = 35;
 const SYS_CHDIR: i64 = 80;
+const SYS_PERSONALITY: i64 = 135;
 const SYS_UMASK: i64 = 95;
 const SYS_RT_SIGACTION: i64 = 13;
 const SYS_SIGALTSTACK: i64 = 131;
@@ -21,6 +22,8 @@ const SYS_SET_TID_ADDRESS: i64 = 218;
 const SYS_RESTART_SYSCALL: u64 = 219;
 const SYS_CLOCK_NANOSLEEP: u64 = 230;
 const SYS_SET_ROBUST_LIST: i64 = 273;
+const SYS_RT_SIGQUEUEINFO: i64 = 129;
+const SYS_RT_TGSIGQUEUEINFO: i64 = 297;
 const SYS_CLONE3: i64 = 435;
 const PR_SET_NAME: u64 = 15;
 const SS_DISABLE: i32 = 2;
@@ -91,6 +94,7 @@ pub fn restore_process_state(
     let cwd = scr.put_str(&state.cwd)?;
     s.syscall_ok(SYS_CHDIR, [cwd, 0, 0, 0, 0, 0])?;
     s.syscall_ok(SYS_UMASK, [u64::from(state.umask), 0, 0, 0, 0, 0])?;
+    s.syscall_ok(SYS_PERSONALITY, [state.personality, 0, 0, 0, 0, 0])?;
     let comm = scr.put_str(&state.comm)?;
     s.syscall_ok(SYS_PRCTL, [PR_SET_NAME, comm, 0, 0, 0, 0])?;
     thread_calls(&mut s, main, &mut scr)?;
@@ -104,7 +108,27 @@ pub fn restore_process_state(
         thread_calls(&mut s, t, &mut scr)?;
         s.finish()?;
     }
+    // Signals still pending at the origin, queued again from inside (a
+    // process may queue any siginfo to itself); blocked meanwhile by the
+    // injection's signal mask.
+    for &(outer, t) in &placed {
+        if t.pending_signals.is_empty() {
+            continue;
+        }
+        let mut s = worker.begin_injection(outer)?;
+        for p in &t.pending_signals {
+            let info = scr.put(&p.siginfo)?;
+            let args = [state.pid as u64, t.tid as u64, p.signo as u64, info, 0, 0];
+            s.syscall_ok(SYS_RT_TGSIGQUEUEINFO, args)?;
+        }
+        s.finish()?;
+    }
     let mut s = worker.begin_injection(pid)?;
+    for p in &state.shared_pending_signals {
+        let info = scr.put(&p.siginfo)?;
+        let args = [state.pid as u64, p.signo as u64, info, 0, 0, 0];
+        s.syscall_ok(SYS_RT_SIGQUEUEINFO, args)?;
+    }
     s.syscall_ok(SYS_MUNMAP, [layout.scratch, layout.scratch_len, 0, 0, 0, 0])?;
     s.finish()?;
 
