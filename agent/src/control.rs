@@ -271,7 +271,7 @@ async fn handle_run(
         gid: caller.gid,
         stdio,
     };
-    let (pid, pidfd, handle) = match supervisor::launch(launch, agent.table.events()) {
+    let (pid, pidfd, handle, registered) = match supervisor::launch(launch, agent.table.events()) {
         Ok(s) => s,
         Err(e) => return conn.send(&error(e)).await,
     };
@@ -288,6 +288,7 @@ async fn handle_run(
         exit: None,
     };
     let mut exit = agent.table.insert(info, handle, pidfd);
+    registered.done();
     conn.send(&Reply::Started { pid }).await?;
     let pidfd = agent.table.managed(pid).map(|(_, fd)| fd);
     let mut client_gone = false;

@@ -75,10 +75,26 @@ pub struct Launch {
     pub stdio: [OwnedFd; 3],
 }
 
-/// Starts `launch` on a new supervisor thread. Returns the pid, a pidfd and
-/// the handle once the program runs.
-pub fn launch(launch: Launch, events: impl Events) -> Result<(i32, OwnedFd, Handle), String> {
+/// Lets a launched supervisor start reporting: the caller first records the
+/// process, so even an instant exit finds its table entry. Dropping it
+/// without calling [`Registered::done`] also releases the supervisor.
+pub struct Registered(mpsc::Sender<()>);
+
+impl Registered {
+    pub fn done(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Starts `launch` on a new supervisor thread. Returns the pid, a pidfd, the
+/// handle, and the [`Registered`] gate the supervisor waits on before it
+/// reports anything.
+pub fn launch(
+    launch: Launch,
+    events: impl Events,
+) -> Result<(i32, OwnedFd, Handle, Registered), String> {
     let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("supervisor".into())
         .spawn(move || {
@@ -108,9 +124,14 @@ pub fn launch(launch: Launch, events: impl Events) -> Result<(i32, OwnedFd, Hand
                 tx,
                 wake: wake.clone(),
             };
-            if started_tx.send(Ok((pid, signal_fd, handle))).is_err() {
+            if started_tx
+                .send(Ok((pid, signal_fd, handle, Registered(go_tx))))
+                .is_err()
+            {
                 return;
             }
+            // Report nothing before the caller has recorded the process.
+            let _ = go_rx.recv();
             // std's Child is only used for spawning; reaping is ours.
             std::mem::forget(child);
             let status = serve(pid, true, pidfd, &wake, &rx, &events);

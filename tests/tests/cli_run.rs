@@ -93,6 +93,18 @@ fn run_matches_direct_execution() {
     let via = run_in(&c, "a", &["run", "/bin/sh", "-c", "kill -TERM $$"], b"");
     assert_eq!(via.status.code(), Some(143));
 
+    // Programs that exit at once still report their status (the exit can
+    // race the agent recording the process).
+    for i in 0..20 {
+        let (prog, code) = if i % 2 == 0 {
+            ("true", 0)
+        } else {
+            ("false", 1)
+        };
+        let via = run_in(&c, "a", &["run", prog], b"");
+        assert_eq!(via.status.code(), Some(code), "{prog} #{i}");
+    }
+
     // A missing program: the shell's 127, nothing started.
     let via = run_in(&c, "a", &["run", "no-such-program-xyz"], b"");
     assert_eq!(via.status.code(), Some(127));
