@@ -2,5 +2,6 @@
 
 pub mod cluster;
 pub mod programs;
+pub mod restore;
 
 pub use programs::program;

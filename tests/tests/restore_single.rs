@@ -8,10 +8,10 @@ use popcorn_checkpoint::restore::{
 };
 use popcorn_checkpoint::{Error, FrozenProcess};
 use popcorn_tests::programs::Running;
+use popcorn_tests::restore::{KillOnDrop, PidNs};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `(field, value)` of `/proc/PID/status`.
 fn status_field(pid: i32, field: &str) -> String {
@@ -23,66 +23,6 @@ fn status_field(pid: i32, field: &str) -> String {
                 .map(|v| v.trim().to_owned())
         })
         .unwrap_or_default()
-}
-
-/// A new PID namespace whose init is `sleep`: the child of `unshare`.
-struct PidNs {
-    unshare: Child,
-    ns: File,
-}
-
-impl PidNs {
-    fn new() -> PidNs {
-        let unshare = Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child", "sleep", "60"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("run unshare");
-        let u = unshare.id();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let init = loop {
-            let c =
-                std::fs::read_to_string(format!("/proc/{u}/task/{u}/children")).unwrap_or_default();
-            if let Some(pid) = c.split_whitespace().next() {
-                break pid.to_owned();
-            }
-            assert!(Instant::now() < deadline, "unshare never forked its init");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let ns = File::open(format!("/proc/{init}/ns/pid")).expect("open the namespace");
-        PidNs { unshare, ns }
-    }
-}
-
-impl Drop for PidNs {
-    fn drop(&mut self) {
-        let _ = self.unshare.kill();
-        let _ = self.unshare.wait();
-    }
-}
-
-/// Kills and reaps a worker when the test ends, even by a panic.
-struct KillOnDrop(i32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let pid = self.0;
-        let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        // SAFETY: plain integer arguments; the worker is our own child and
-        // its threads may be traced by this thread: their exits are
-        // collected before the leader's can be (ECHILD when not ours).
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            for tid in tids.into_iter().filter(|&t| t != pid).chain([pid]) {
-                libc::waitpid(tid, std::ptr::null_mut(), libc::__WALL);
-            }
-        }
-    }
 }
 
 #[test]
@@ -137,7 +77,7 @@ fn counter_continues_in_a_new_pid_namespace_with_the_same_pid() {
     let sum = sum.trim_start_matches("sum ").to_owned();
     r.wait_for("count 20", Duration::from_secs(20));
     let pid = r.pid();
-    let ns = PidNs::new();
+    let ns = PidNs::create();
 
     // A signal the program blocks: it must still be pending after restore.
     // SAFETY: plain integer arguments.
