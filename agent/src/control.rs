@@ -2,9 +2,9 @@
 //! CLI, the caller identified by SO_PEERCRED. Only root or the owner of a
 //! process may act on it.
 
+use crate::migrate::Migrations;
 use crate::peers::Peers;
 use crate::supervisor::{self, Launch};
-use crate::sys;
 use crate::table::ProcessTable;
 use popcorn_proto::config::ClusterConfig;
 use popcorn_proto::control::{
@@ -24,6 +24,7 @@ pub struct Agent {
     pub node: String,
     pub peers: Arc<Peers>,
     pub table: Arc<ProcessTable>,
+    pub migrations: Arc<Migrations>,
 }
 
 /// Accepts control connections forever.
@@ -131,13 +132,20 @@ async fn handle_conn(stream: UnixStream, agent: Arc<Agent>) -> io::Result<()> {
             nodes: agent.peers.status(),
         },
         Request::Ps => Reply::Ps {
-            processes: agent.table.list(),
+            processes: agent.table.list(&agent.node),
         },
         Request::Run(run) => return handle_run(conn, agent, caller, run).await,
         Request::Signal { .. } => error("`signal` is only valid on a `run` connection"),
         Request::Kill { pid, signal } => match check_access(&agent, caller, pid, "signal") {
             Err(e) => error(e),
-            Ok(()) => kill(&agent, pid, signal),
+            Ok(()) => kill(&agent, pid, signal).await,
+        },
+        Request::Migrate { pid, to } => match check_access(&agent, caller, pid, "migrate") {
+            Err(e) => error(e),
+            Ok(()) => match agent.migrations.migrate(pid, &to).await {
+                Ok(report) => Reply::Migrated(report),
+                Err(e) => error(e),
+            },
         },
         Request::Freeze { pid } => match check_access(&agent, caller, pid, "freeze") {
             Err(e) => error(e),
@@ -162,12 +170,18 @@ async fn handle_conn(stream: UnixStream, agent: Arc<Agent>) -> io::Result<()> {
 }
 
 /// Refuses unknown processes and callers who are neither root nor owner.
+/// A process this node is home of counts wherever it runs.
 fn check_access(agent: &Agent, caller: Caller, pid: i32, verb: &str) -> Result<(), String> {
     let node = &agent.node;
     if pid <= 0 {
         return Err(format!("invalid PID {pid}"));
     }
-    let Ok(owner) = popcorn_checkpoint::process_owner_uid(pid) else {
+    let managed = agent
+        .table
+        .info(pid)
+        .filter(|i| i.state != ProcessStateKind::Exited)
+        .map(|i| i.uid);
+    let Some(owner) = managed.or_else(|| popcorn_checkpoint::process_owner_uid(pid).ok()) else {
         return Err(format!(
             "no process with PID {pid} on node '{node}' (PIDs are per node: see `popcorn --node {node} ps`)"
         ));
@@ -183,18 +197,26 @@ fn check_access(agent: &Agent, caller: Caller, pid: i32, verb: &str) -> Result<(
     Ok(())
 }
 
-fn kill(agent: &Agent, pid: i32, signal: i32) -> Reply {
-    let result = match agent.table.managed(pid) {
-        Some((_, pidfd)) => sys::pidfd_send_signal(pidfd.as_fd(), signal),
+async fn kill(agent: &Agent, pid: i32, signal: i32) -> Reply {
+    let managed = agent
+        .table
+        .info(pid)
+        .is_some_and(|i| i.state != ProcessStateKind::Exited);
+    let result = if managed {
+        agent.migrations.signal(pid, signal).await
+    } else {
         // SAFETY: plain kill(2) of a process the caller may signal.
-        None => match unsafe { libc::kill(pid, signal) } {
+        match unsafe { libc::kill(pid, signal) } {
             0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        },
+            _ => Err(format!(
+                "cannot send signal {signal} to {pid}: {}",
+                io::Error::last_os_error()
+            )),
+        }
     };
     match result {
         Ok(()) => Reply::Done,
-        Err(e) => error(format!("cannot send signal {signal} to {pid}: {e}")),
+        Err(e) => error(e),
     }
 }
 
@@ -290,7 +312,6 @@ async fn handle_run(
     let mut exit = agent.table.insert(info, handle, pidfd);
     registered.done();
     conn.send(&Reply::Started { pid }).await?;
-    let pidfd = agent.table.managed(pid).map(|(_, fd)| fd);
     let mut client_gone = false;
     loop {
         tokio::select! {
@@ -311,10 +332,8 @@ async fn handle_run(
                 match line {
                     Ok(Some(line)) => match decode_line::<Request>(&line) {
                         Ok(Request::Signal { signal }) => {
-                            if let Some(fd) = &pidfd {
-                                if let Err(e) = sys::pidfd_send_signal(fd.as_fd(), signal) {
-                                    debug!(pid, signal, "forwarding signal: {e}");
-                                }
+                            if let Err(e) = agent.migrations.signal(pid, signal).await {
+                                debug!(pid, signal, "forwarding signal: {e}");
                             }
                         }
                         Ok(other) => {

@@ -2,6 +2,7 @@
 //! socket, start the peer links, serve until SIGTERM/SIGINT.
 
 use crate::control::{self, Agent};
+use crate::migrate::Migrations;
 use crate::peers::{self, Peers};
 use crate::table::ProcessTable;
 use crate::tls::TlsIdentity;
@@ -25,6 +26,7 @@ pub fn run(config_path: Option<&Path>, node: Option<&str>) -> Result<()> {
     } else {
         None
     };
+    claim_pid_range(&config, &me.name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -34,6 +36,13 @@ pub fn run(config_path: Option<&Path>, node: Option<&str>) -> Result<()> {
         let socket = config.control_socket(&me.name);
         let listener = bind_control(&socket)?;
         let peers = Arc::new(Peers::new(config.clone(), me.name.clone()));
+        let table = Arc::new(ProcessTable::default());
+        let (inbox_tx, inbox_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (exits_tx, exits_rx) = tokio::sync::mpsc::unbounded_channel();
+        peers.set_inbox(inbox_tx);
+        table.set_exit_sink(exits_tx);
+        let migrations = Migrations::new(me.name.clone(), peers.clone(), table.clone());
+        migrations.start(inbox_rx, exits_rx);
         if let Some(tls) = tls {
             peers::start(peers.clone(), tls, me.address).await?;
         }
@@ -41,7 +50,8 @@ pub fn run(config_path: Option<&Path>, node: Option<&str>) -> Result<()> {
             config: config.clone(),
             node: me.name.clone(),
             peers,
-            table: Arc::new(ProcessTable::default()),
+            table,
+            migrations,
         });
         info!(node = %me.name, cluster = %config.cluster.name, socket = %socket.display(), "agent started");
         let server = tokio::spawn(control::serve(listener, agent));
@@ -55,6 +65,35 @@ pub fn run(config_path: Option<&Path>, node: Option<&str>) -> Result<()> {
         let _ = std::fs::remove_file(&socket);
         Ok(())
     })
+}
+
+/// In a node's own PID namespace (the local cluster), makes new PIDs start
+/// at this node's share of the PID space, so a process migrating in keeps
+/// its PID without colliding with the node's own (Popcorn gives each node a
+/// PID range the same way). Node i of n starts at (i+1)·pid_max/(n+1).
+fn claim_pid_range(config: &popcorn_proto::config::ClusterConfig, node: &str) {
+    let nested = crate::init::in_node_pid_namespace();
+    let Some(index) = config.nodes.iter().position(|n| n.name == node) else {
+        return;
+    };
+    if !nested || config.nodes.len() < 2 {
+        return;
+    }
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let (Some(pid_max), Some(last)) = (
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/ns_last_pid"),
+    ) else {
+        return;
+    };
+    let base = (index as u64 + 1) * (pid_max / (config.nodes.len() as u64 + 1));
+    if last >= base {
+        return;
+    }
+    match std::fs::write("/proc/sys/kernel/ns_last_pid", base.to_string()) {
+        Ok(()) => info!(node, base, "PIDs of this node start at {base}"),
+        Err(e) => tracing::warn!("cannot set this node's PID range: {e}"),
+    }
 }
 
 /// Binds the control socket, refusing to steal one a live agent serves.

@@ -5,6 +5,13 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 
 static AGENT: AtomicI32 = AtomicI32::new(0);
+static UNDER_OUR_INIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True in an agent whose PID namespace is its node's own (it started as
+/// PID 1 and runs under the tiny init).
+pub fn in_node_pid_namespace() -> bool {
+    UNDER_OUR_INIT.load(Ordering::Relaxed)
+}
 
 extern "C" fn forward(sig: libc::c_int) {
     let pid = AGENT.load(Ordering::Relaxed);
@@ -27,6 +34,7 @@ pub fn become_init_if_pid1() {
         return;
     }
     if child == 0 {
+        UNDER_OUR_INIT.store(true, Ordering::Relaxed);
         return;
     }
     AGENT.store(child, Ordering::Relaxed);

@@ -5,6 +5,7 @@
 mod control;
 mod daemon;
 mod init;
+mod migrate;
 mod peers;
 mod supervisor;
 mod sys;

@@ -3,19 +3,27 @@
 //!
 //! Of each pair, the node with the smaller name dials and the other accepts,
 //! so a pair never holds two links. A dialer retries forever with backoff.
+//!
+//! A link multiplexes everything between two agents: heartbeats, calls
+//! awaiting an answer (matched by `req_id`), page requests of post-copy
+//! (many in flight; served here from processes exported to that peer),
+//! notices and relayed stdio, which go to the agent's [`Inbound`] queue.
 
+use crate::sys::EventFd;
 use crate::tls::{check_peer_name, server_name, TlsIdentity};
 use anyhow::{anyhow, bail, Context, Result};
 use popcorn_proto::config::{ClusterConfig, NodeConfig};
 use popcorn_proto::control::{Health, NodeStatus};
 use popcorn_proto::wire::{decode_frame, encode_frame, frame_len, PeerMessage};
-use std::collections::HashMap;
+use popcorn_proto::wire::{MAX_PAGE_DATA, PAGE_SIZE};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
@@ -32,13 +40,79 @@ struct PeerState {
     error: Option<String>,
 }
 
-/// Health of every other node, shared by the links and the control server.
+/// A message from a peer for the agent to handle.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Answer with [`Peers::answer`].
+    Call {
+        from: String,
+        req_id: u64,
+        body: Vec<u8>,
+    },
+    Notice {
+        from: String,
+        body: Vec<u8>,
+    },
+    Stdio {
+        from: String,
+        pid: i32,
+        fd: u8,
+        data: Vec<u8>,
+    },
+}
+
+/// Who waits for the answer to a request.
+enum Waiter {
+    /// An async caller: gets the `Answer` body or why there is none.
+    Call(oneshot::Sender<Result<Vec<u8>, String>>),
+    /// A post-copy pager thread: gets `PageData`/`PageError` frames (a
+    /// `PageError` when the link goes), woken through its eventfd.
+    Pages(std::sync::mpsc::Sender<PeerMessage>, Arc<EventFd>),
+}
+
+impl Waiter {
+    fn fail(self, req_id: u64, why: String) {
+        match self {
+            Waiter::Call(tx) => {
+                let _ = tx.send(Err(why));
+            }
+            Waiter::Pages(tx, wake) => {
+                let _ = tx.send(PeerMessage::PageError {
+                    req_id,
+                    message: why,
+                });
+                wake.wake();
+            }
+        }
+    }
+}
+
+/// An established link: its outgoing queue and who waits on it.
+struct Link {
+    id: u64,
+    out: mpsc::Sender<PeerMessage>,
+    pending: Mutex<HashMap<u64, Waiter>>,
+}
+
+impl Link {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Health of every other node, shared by the links and the control server;
+/// the way to send to them.
 pub struct Peers {
     config: Arc<ClusterConfig>,
     this: String,
     table: Mutex<HashMap<String, PeerState>>,
-    next_link: std::sync::atomic::AtomicU64,
+    next_link: AtomicU64,
+    next_req: AtomicU64,
     epoch: Instant,
+    links: Mutex<HashMap<String, Arc<Link>>>,
+    inbox: OnceLock<mpsc::UnboundedSender<Inbound>>,
+    /// `(peer, pid)`: processes whose memory `peer` may read (post-copy).
+    exports: Mutex<HashSet<(String, i32)>>,
 }
 
 impl Peers {
@@ -60,8 +134,179 @@ impl Peers {
             this,
             table: Mutex::new(table),
             next_link: 1.into(),
+            next_req: 1.into(),
             epoch: Instant::now(),
+            links: Mutex::new(HashMap::new()),
+            inbox: OnceLock::new(),
+            exports: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Where calls, notices and stdio from peers go (set once, at start).
+    pub fn set_inbox(&self, tx: mpsc::UnboundedSender<Inbound>) {
+        let _ = self.inbox.set(tx);
+    }
+
+    fn link(&self, peer: &str) -> Option<Arc<Link>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .cloned()
+    }
+
+    fn link_or_err(&self, peer: &str) -> Result<Arc<Link>, String> {
+        self.config.node(peer).map_err(|e| e.to_string())?;
+        self.link(peer).ok_or_else(|| {
+            let why = self
+                .lock()
+                .get(peer)
+                .and_then(|s| s.error.clone())
+                .unwrap_or_else(|| "no link".into());
+            format!("node '{peer}' is not reachable ({why}); check `popcorn nodes`")
+        })
+    }
+
+    /// Refuses names that are not in the cluster file.
+    pub fn known(&self, peer: &str) -> Result<(), String> {
+        self.config
+            .node(peer)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Refuses unknown nodes and nodes without an established link.
+    pub fn reachable(&self, peer: &str) -> Result<(), String> {
+        self.link_or_err(peer).map(|_| ())
+    }
+
+    pub fn next_req_id(&self) -> u64 {
+        self.next_req.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `body` to `peer` and waits for its answer, at most `timeout`;
+    /// fails at once when the link goes down.
+    pub async fn call(
+        &self,
+        peer: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let link = self.link_or_err(peer)?;
+        let req_id = self.next_req_id();
+        let (tx, rx) = oneshot::channel();
+        link.pending().insert(req_id, Waiter::Call(tx));
+        if link
+            .out
+            .send(PeerMessage::Call { req_id, body })
+            .await
+            .is_err()
+        {
+            link.pending().remove(&req_id);
+            return Err(format!("the link to '{peer}' closed"));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(format!("the link to '{peer}' closed")),
+            Err(_) => {
+                link.pending().remove(&req_id);
+                Err(format!(
+                    "node '{peer}' did not answer within {} s",
+                    timeout.as_secs()
+                ))
+            }
+        }
+    }
+
+    /// Sends any frame to `peer` (answers, notices, stdio).
+    pub async fn send(&self, peer: &str, msg: PeerMessage) -> Result<(), String> {
+        let link = self.link_or_err(peer)?;
+        link.out
+            .send(msg)
+            .await
+            .map_err(|_| format!("the link to '{peer}' closed"))
+    }
+
+    pub async fn answer(&self, peer: &str, req_id: u64, body: Vec<u8>) -> Result<(), String> {
+        self.send(peer, PeerMessage::Answer { req_id, body }).await
+    }
+
+    /// Asks `peer` for pages from a plain thread (a pager): the reply frame
+    /// goes to `tx` and `wake` is signalled. Blocks while the link's queue
+    /// is full.
+    pub fn request_pages_blocking(
+        &self,
+        peer: &str,
+        pid: i32,
+        addr: u64,
+        pages: u32,
+        tx: &std::sync::mpsc::Sender<PeerMessage>,
+        wake: &Arc<EventFd>,
+    ) -> Result<u64, String> {
+        let link = self.link_or_err(peer)?;
+        let req_id = self.next_req_id();
+        link.pending()
+            .insert(req_id, Waiter::Pages(tx.clone(), wake.clone()));
+        let msg = PeerMessage::PageRequest {
+            req_id,
+            pid,
+            addr,
+            pages,
+        };
+        if link.out.blocking_send(msg).is_err() {
+            link.pending().remove(&req_id);
+            return Err(format!("the link to '{peer}' closed"));
+        }
+        Ok(req_id)
+    }
+
+    /// Lets `peer` read the memory of (frozen) process `pid`.
+    pub fn export(&self, peer: &str, pid: i32) {
+        self.exports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((peer.to_owned(), pid));
+    }
+
+    pub fn unexport(&self, peer: &str, pid: i32) {
+        self.exports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(peer.to_owned(), pid));
+    }
+
+    fn exported(&self, peer: &str, pid: i32) -> bool {
+        self.exports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(peer.to_owned(), pid))
+    }
+
+    fn attach_link(&self, peer: &str, id: u64, out: mpsc::Sender<PeerMessage>) -> Arc<Link> {
+        let link = Arc::new(Link {
+            id,
+            out,
+            pending: Mutex::new(HashMap::new()),
+        });
+        let old = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer.to_owned(), link.clone());
+        if let Some(old) = old {
+            fail_all(&old, peer);
+        }
+        link
+    }
+
+    fn detach_link(&self, peer: &str, link: &Arc<Link>) {
+        {
+            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            if links.get(peer).is_some_and(|l| l.id == link.id) {
+                links.remove(peer);
+            }
+        }
+        fail_all(link, peer);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PeerState>> {
@@ -326,6 +571,7 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<PeerMessage>(256);
+    let link = peers.attach_link(peer, link_id, out_tx.clone());
     let (in_tx, mut in_rx) = mpsc::channel::<Result<PeerMessage>>(256);
     let writer = tokio::spawn(async move {
         while let Some(m) = out_rx.recv().await {
@@ -374,14 +620,124 @@ where
                         let rtt = peers.now_ns().saturating_sub(sent_ns) as f64 / 1000.0;
                         peers.heard(peer, link_id, Some(rtt));
                     }
-                    Some(Ok(other)) => break anyhow!("protocol error: unexpected {other:?}"),
+                    Some(Ok(PeerMessage::PageRequest { req_id, pid, addr, pages })) => {
+                        let reply = serve_pages(peers, peer, req_id, pid, addr, pages);
+                        if out_tx.send(reply).await.is_err() {
+                            break anyhow!("peer link writer stopped");
+                        }
+                    }
+                    Some(Ok(m @ (PeerMessage::PageData { .. } | PeerMessage::PageError { .. } | PeerMessage::Answer { .. }))) => {
+                        let req_id = match &m {
+                            PeerMessage::PageData { req_id, .. }
+                            | PeerMessage::PageError { req_id, .. }
+                            | PeerMessage::Answer { req_id, .. } => *req_id,
+                            _ => 0,
+                        };
+                        deliver(&link, req_id, m);
+                    }
+                    Some(Ok(PeerMessage::Call { req_id, body })) => {
+                        to_inbox(peers, Inbound::Call { from: peer.to_owned(), req_id, body });
+                    }
+                    Some(Ok(PeerMessage::Notice { body })) => {
+                        to_inbox(peers, Inbound::Notice { from: peer.to_owned(), body });
+                    }
+                    Some(Ok(PeerMessage::Stdio { pid, fd, data })) => {
+                        to_inbox(peers, Inbound::Stdio { from: peer.to_owned(), pid, fd, data });
+                    }
+                    Some(Ok(other)) => break anyhow!("protocol error: unexpected {}", kind_name(&other)),
                 }
             }
         }
     };
+    peers.detach_link(peer, &link);
     writer.abort();
     reader.abort();
     err
+}
+
+fn to_inbox(peers: &Peers, msg: Inbound) {
+    match peers.inbox.get() {
+        Some(tx) => {
+            let _ = tx.send(msg);
+        }
+        None => debug!("no inbox: dropped {msg:?}"),
+    }
+}
+
+fn fail_all(link: &Link, peer: &str) {
+    let waiters: Vec<(u64, Waiter)> = link.pending().drain().collect();
+    for (req_id, w) in waiters {
+        w.fail(req_id, format!("the link to '{peer}' was lost"));
+    }
+}
+
+/// Routes a reply frame to whoever waits for `req_id`.
+fn deliver(link: &Link, req_id: u64, msg: PeerMessage) {
+    let Some(w) = link.pending().remove(&req_id) else {
+        debug!(req_id, "reply to a request nobody waits for");
+        return;
+    };
+    match (w, msg) {
+        (Waiter::Call(tx), PeerMessage::Answer { body, .. }) => {
+            let _ = tx.send(Ok(body));
+        }
+        (Waiter::Pages(tx, wake), m) => {
+            let _ = tx.send(m);
+            wake.wake();
+        }
+        (w, other) => w.fail(req_id, format!("unexpected reply {}", kind_name(&other))),
+    }
+}
+
+fn kind_name(m: &PeerMessage) -> &'static str {
+    match m {
+        PeerMessage::Hello { .. } => "hello",
+        PeerMessage::Ping { .. } => "ping",
+        PeerMessage::Pong { .. } => "pong",
+        PeerMessage::PageRequest { .. } => "page request",
+        PeerMessage::PageData { .. } => "page data",
+        PeerMessage::PageError { .. } => "page error",
+        PeerMessage::Call { .. } => "call",
+        PeerMessage::Answer { .. } => "answer",
+        PeerMessage::Notice { .. } => "notice",
+        PeerMessage::Stdio { .. } => "stdio",
+    }
+}
+
+/// Serves a page request from `peer`: only for processes exported to it.
+fn serve_pages(
+    peers: &Peers,
+    peer: &str,
+    req_id: u64,
+    pid: i32,
+    addr: u64,
+    pages: u32,
+) -> PeerMessage {
+    let len = pages as usize * PAGE_SIZE;
+    if !peers.exported(peer, pid) {
+        return PeerMessage::PageError {
+            req_id,
+            message: format!("process {pid} is not being migrated to '{peer}'"),
+        };
+    }
+    if len == 0 || len > MAX_PAGE_DATA || !addr.is_multiple_of(PAGE_SIZE as u64) {
+        return PeerMessage::PageError {
+            req_id,
+            message: format!("bad page request: {pages} pages at {addr:#x}"),
+        };
+    }
+    let mut data = vec![0u8; len];
+    match popcorn_checkpoint::read_memory(pid, addr, &mut data) {
+        Ok(n) if n == len => PeerMessage::PageData { req_id, addr, data },
+        Ok(n) => PeerMessage::PageError {
+            req_id,
+            message: format!("process {pid}: only {n} of {len} bytes readable at {addr:#x}"),
+        },
+        Err(e) => PeerMessage::PageError {
+            req_id,
+            message: format!("process {pid}: reading {len} bytes at {addr:#x}: {e}"),
+        },
+    }
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(rd: &mut R) -> Result<PeerMessage> {

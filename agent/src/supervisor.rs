@@ -4,11 +4,14 @@
 //! channel and an eventfd wakes the thread.
 //!
 //! A *launched* supervisor starts the program itself (it is the parent and
-//! reports the exit status); an *attached* one controls an existing process
-//! for `freeze`/`inspect` and ends once the process is thawed.
+//! reports the exit status); a *restoring* one builds a migrated process
+//! (the worker is its child, so it reports the exit status too); an
+//! *attached* one controls an existing process for `freeze`/`inspect` and
+//! ends once the process is thawed.
 
 use crate::sys::{self, EventFd};
-use popcorn_checkpoint::FrozenProcess;
+use popcorn_checkpoint::restore::Worker;
+use popcorn_checkpoint::{FrozenProcess, ProcessState};
 use popcorn_proto::control::ExitStatus;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command as ProcessCommand, Stdio};
@@ -25,6 +28,13 @@ pub enum Request {
     Freeze(Reply<usize>),
     Thaw(Reply<()>),
     Inspect(Reply<serde_json::Value>),
+    /// Full state of the frozen process (for a migration).
+    Capture(Reply<Box<ProcessState>>),
+    /// A duplicate of one of the frozen process's descriptors.
+    DupFd(i32, Reply<OwnedFd>),
+    /// Kill the frozen process and end the supervisor without reporting an
+    /// exit: it was migrated and the copy here is no longer needed.
+    Discard(Reply<()>),
 }
 
 /// The control side of a supervisor thread.
@@ -55,6 +65,18 @@ impl Handle {
 
     pub async fn inspect(&self) -> Result<serde_json::Value, String> {
         self.ask(Request::Inspect).await
+    }
+
+    pub async fn capture(&self) -> Result<ProcessState, String> {
+        self.ask(Request::Capture).await.map(|b| *b)
+    }
+
+    pub async fn dup_fd(&self, fd: i32) -> Result<OwnedFd, String> {
+        self.ask(|r| Request::DupFd(fd, r)).await
+    }
+
+    pub async fn discard(&self) -> Result<(), String> {
+        self.ask(Request::Discard).await
     }
 }
 
@@ -134,8 +156,9 @@ pub fn launch(
             let _ = go_rx.recv();
             // std's Child is only used for spawning; reaping is ours.
             std::mem::forget(child);
-            let status = serve(pid, true, pidfd, &wake, &rx, &events);
-            events.exited(pid, status);
+            if let End::Exited(status) = serve(pid, true, pidfd, &wake, &rx, &events) {
+                events.exited(pid, status);
+            }
         })
         .map_err(|e| format!("cannot start a supervisor thread: {e}"))?;
     started_rx
@@ -155,11 +178,101 @@ pub fn attach(pid: i32, events: impl Events) -> Result<Handle, String> {
     std::thread::Builder::new()
         .name(format!("attach-{pid}"))
         .spawn(move || {
-            let status = serve(pid, false, pidfd, &wake, &rx, &events);
-            events.exited(pid, status);
+            if let End::Exited(status) = serve(pid, false, pidfd, &wake, &rx, &events) {
+                events.exited(pid, status);
+            }
         })
         .map_err(|e| format!("cannot start a supervisor thread: {e}"))?;
     Ok(handle)
+}
+
+/// Decides the fate of a restored worker: [`Commit::go`] thaws it and the
+/// supervisor serves it; dropping the gate kills it.
+pub struct Commit(mpsc::Sender<()>);
+
+impl Commit {
+    pub fn go(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Builds a migrated process on a new supervisor thread: `setup` creates
+/// and restores the worker (still stopped) and returns it with whatever the
+/// caller needs (`T`). Returns the pid, a pidfd, the handle, the
+/// [`Commit`] gate and `T`; the worker stays stopped until the gate opens.
+pub fn restore<T: Send + 'static>(
+    setup: impl FnOnce() -> Result<(Worker, T), String> + Send + 'static,
+    events: impl Events,
+) -> Result<(i32, OwnedFd, Handle, Commit, T), String> {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("restore".into())
+        .spawn(move || {
+            let (worker, extra) = match setup() {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let pid = worker.process.pid();
+            let setup = (|| {
+                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
+                let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
+                let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+                Ok::<_, String>((pidfd, signal_fd, wake))
+            })();
+            let (pidfd, signal_fd, wake) = match setup {
+                Ok(s) => s,
+                Err(e) => {
+                    kill_and_reap(pid);
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let (tx, rx) = mpsc::channel();
+            let handle = Handle {
+                tx,
+                wake: wake.clone(),
+            };
+            if started_tx
+                .send(Ok((pid, signal_fd, handle, Commit(go_tx), extra)))
+                .is_err()
+            {
+                kill_and_reap(pid);
+                return;
+            }
+            if go_rx.recv().is_err() {
+                debug!(pid, "restore abandoned: killing the worker");
+                drop(worker);
+                kill_and_reap(pid);
+                return;
+            }
+            if let Err(e) = worker.process.thaw() {
+                warn!(pid, "thawing the restored process: {e}");
+            }
+            if let End::Exited(status) = serve(pid, true, pidfd, &wake, &rx, &events) {
+                events.exited(pid, status);
+            }
+        })
+        .map_err(|e| format!("cannot start a supervisor thread: {e}"))?;
+    started_rx
+        .recv()
+        .map_err(|_| "restore thread died".to_owned())?
+}
+
+/// SIGKILLs a child of this thread and collects it (and its threads).
+fn kill_and_reap(pid: i32) {
+    // SAFETY: plain integer arguments.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for _ in 0..5000 {
+        if reap(pid).is_some() || !popcorn_checkpoint::process_exists(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    warn!(pid, "a killed process was not reaped within 5 s");
 }
 
 fn spawn(l: Launch) -> Result<std::process::Child, String> {
@@ -177,11 +290,14 @@ fn spawn(l: Launch) -> Result<std::process::Child, String> {
         .stderr(Stdio::from(stderr))
         .uid(l.uid)
         .gid(l.gid);
-    // SAFETY: setsid is async-signal-safe; it detaches the program from the
-    // agent's session so signals meant for the agent never reach it.
+    // SAFETY: setsid and close_range are async-signal-safe; setsid detaches
+    // the program from the agent's session so signals meant for the agent
+    // never reach it.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
+            // Only stdin, stdout and stderr: nothing the agent inherited.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
             Ok(())
         });
     }
@@ -189,8 +305,16 @@ fn spawn(l: Launch) -> Result<std::process::Child, String> {
         .map_err(|e| format!("cannot start {}: {e}", l.program))
 }
 
-/// The supervisor loop. Returns the exit status when the process was ours
-/// to reap and ended, `None` when an attached process was released.
+/// How a supervisor loop ended.
+enum End {
+    /// The process ended (its status when it was ours to reap) or an
+    /// attached process was released (`None`).
+    Exited(Option<ExitStatus>),
+    /// Killed on request after a migration: nothing to report.
+    Discarded,
+}
+
+/// The supervisor loop.
 fn serve(
     pid: i32,
     is_parent: bool,
@@ -198,7 +322,7 @@ fn serve(
     wake: &EventFd,
     rx: &mpsc::Receiver<Request>,
     events: &dyn Events,
-) -> Option<ExitStatus> {
+) -> End {
     let mut frozen: Option<FrozenProcess> = None;
     loop {
         // While frozen, exits of traced threads are reported to us and must
@@ -207,7 +331,7 @@ fn serve(
         let (gone, woken) = sys::poll2(pidfd.as_fd(), wake.fd(), timeout).unwrap_or((false, true));
         if let Some(status) = reap(pid) {
             drop(frozen.take());
-            return Some(status);
+            return End::Exited(Some(status));
         }
         if gone {
             drop(frozen.take());
@@ -215,21 +339,35 @@ fn serve(
                 // The leader has exited; its status is ready or about to be.
                 for _ in 0..1000 {
                     if let Some(status) = reap(pid) {
-                        return Some(status);
+                        return End::Exited(Some(status));
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            return None;
+            return End::Exited(None);
         }
         if woken {
             wake.drain();
         }
         while let Ok(req) = rx.try_recv() {
+            if let Request::Discard(reply) = req {
+                if frozen.is_none() {
+                    let _ = reply.send(Err(format!("process {pid} is not frozen")));
+                    continue;
+                }
+                // SAFETY: plain integer arguments.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                drop(frozen.take());
+                if is_parent {
+                    kill_and_reap(pid);
+                }
+                let _ = reply.send(Ok(()));
+                return End::Discarded;
+            }
             handle(pid, req, &mut frozen, events);
         }
         if !is_parent && frozen.is_none() {
-            return None;
+            return End::Exited(None);
         }
     }
 }
@@ -289,6 +427,24 @@ fn handle(pid: i32, req: Request, frozen: &mut Option<FrozenProcess>, events: &d
                 },
             };
             let _ = reply.send(r);
+        }
+        Request::Capture(reply) => {
+            let r = match frozen {
+                Some(f) => f.capture().map(Box::new).map_err(|e| e.to_string()),
+                None => Err(format!("process {pid} is not frozen")),
+            };
+            let _ = reply.send(r);
+        }
+        Request::DupFd(fd, reply) => {
+            let r = match frozen {
+                Some(f) => f.dup_fd(fd).map_err(|e| e.to_string()),
+                None => Err(format!("process {pid} is not frozen")),
+            };
+            let _ = reply.send(r);
+        }
+        // `serve` handles discards itself; this arm is never reached.
+        Request::Discard(reply) => {
+            let _ = reply.send(Err("discard reached the wrong handler".into()));
         }
     }
 }

@@ -26,10 +26,11 @@ compile_error!("popcorn-checkpoint supports x86_64 Linux only");
 
 pub use error::Error;
 pub use freeze::{process_exists, process_owner_uid, FrozenProcess};
-pub use process::{Disposition, FdState, ProcessState, Rlimit, SigAction};
+pub use process::{read_fds, Disposition, FdState, ProcessState, Rlimit, SigAction};
 pub use procfs::fd::FdKind;
 pub use procfs::maps::{Backing, PageRange, Vma};
 pub use procfs::stat::MmFields;
 pub use regs::{InterruptedSyscall, Regs, RestartKind};
+pub use sys::mem::{read as read_memory, write_forced as write_memory};
 pub use sys::ptrace::RseqConfig;
 pub use thread::{PendingSignal, RobustList, SigAltStack, ThreadState};

@@ -478,7 +478,9 @@ fn read_rlimits(pid: i32) -> Result<Vec<Rlimit>, Error> {
         .collect()
 }
 
-fn read_fds(pid: i32) -> Result<Vec<FdState>, Error> {
+/// The open file descriptors of `pid` (no freeze needed; a racing close
+/// just drops one from the list).
+pub fn read_fds(pid: i32) -> Result<Vec<FdState>, Error> {
     let dir = format!("/proc/{pid}/fd");
     let fds = procfs::list_numeric(&dir).map_err(|e| Error::proc(&dir, e))?;
     let mut out = Vec::with_capacity(fds.len());

@@ -63,6 +63,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a running process to another node, live; prints the downtime.
+    Migrate {
+        pid: i32,
+        /// Destination node.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a signal (number or name, default TERM) to a process.
     Kill {
         pid: i32,
@@ -138,6 +147,10 @@ fn dispatch(target: &Target, command: Command) -> Result<i32> {
         },
         Command::Inspect { pid, json } => match target.call(&Request::Inspect { pid })? {
             Reply::Inspect { state } => show::inspect(&state, json),
+            other => unexpected(other),
+        },
+        Command::Migrate { pid, to, json } => match target.call(&Request::Migrate { pid, to })? {
+            Reply::Migrated(report) => show::migration(&report, json),
             other => unexpected(other),
         },
         Command::Kill { pid, signal } => {

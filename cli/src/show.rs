@@ -1,7 +1,9 @@
 //! Human and JSON renderings of agent replies.
 
 use anyhow::{bail, Result};
-use popcorn_proto::control::{ExitStatus, Health, NodeStatus, ProcessInfo, ProcessStateKind};
+use popcorn_proto::control::{
+    ExitStatus, Health, MigrationReport, NodeStatus, ProcessInfo, ProcessStateKind,
+};
 use serde_json::Value;
 
 fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<i32> {
@@ -88,7 +90,11 @@ pub fn processes(node: &str, procs: &[ProcessInfo], json: bool) -> Result<i32> {
                     }
                     (ProcessStateKind::Exited, None) => "exited".into(),
                 },
-                p.threads.to_string(),
+                if p.node == node || p.state == ProcessStateKind::Exited {
+                    p.threads.to_string()
+                } else {
+                    "-".into()
+                },
                 p.uid.to_string(),
                 p.argv.join(" "),
             ]
@@ -99,6 +105,27 @@ pub fn processes(node: &str, procs: &[ProcessInfo], json: bool) -> Result<i32> {
             "PID", "NODE", "ORIGIN", "STATE", "THREADS", "UID", "COMMAND",
         ],
         &rows,
+    );
+    Ok(0)
+}
+
+/// What `popcorn migrate` did.
+pub fn migration(r: &MigrationReport, json: bool) -> Result<i32> {
+    if json {
+        return print_json(r);
+    }
+    println!(
+        "migrated process {} ({} thread{}) from {} to {}: downtime {:.2} ms; sent {} KiB of state before resuming; {} pages follow on demand and in the background, {} never-touched pages zero-filled at {}",
+        r.pid,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        r.from,
+        r.to,
+        r.downtime_us as f64 / 1000.0,
+        r.bytes_before_resume.div_ceil(1024),
+        r.pages_at_origin,
+        r.pages_zero,
+        r.to
     );
     Ok(0)
 }

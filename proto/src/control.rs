@@ -30,6 +30,8 @@ pub enum Request {
     Thaw { pid: i32 },
     /// Capture a process's state (freezing it briefly if it runs).
     Inspect { pid: i32 },
+    /// Move a running process to another node (live, post-copy).
+    Migrate { pid: i32, to: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +58,26 @@ pub enum Reply {
     Frozen { pid: i32, threads: usize },
     Thawed { pid: i32 },
     Inspect { state: serde_json::Value },
+    Migrated(MigrationReport),
     Done,
+}
+
+/// What a migration did, as `popcorn migrate` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    pub pid: i32,
+    pub from: String,
+    pub to: String,
+    pub threads: usize,
+    /// Freeze at the origin to running at the destination, microseconds.
+    pub downtime_us: u64,
+    /// Bytes sent with the process state before it resumed (state and the
+    /// few pages of private file mappings).
+    pub bytes_before_resume: u64,
+    /// Pages the destination will fetch on demand or in the background.
+    pub pages_at_origin: u64,
+    /// Pages the destination fills with zeros locally (never touched).
+    pub pages_zero: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

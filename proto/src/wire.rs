@@ -47,6 +47,29 @@ pub enum PeerMessage {
         req_id: u64,
         message: String,
     },
+    /// A request the sender waits an [`PeerMessage::Answer`] for; `body` is
+    /// JSON the agents agree on (migration offers and commits).
+    Call {
+        req_id: u64,
+        body: Vec<u8>,
+    },
+    /// The answer to call `req_id`.
+    Answer {
+        req_id: u64,
+        body: Vec<u8>,
+    },
+    /// A one-way JSON message (exit of a migrated process, a signal for it).
+    Notice {
+        body: Vec<u8>,
+    },
+    /// Bytes of standard stream `fd` (0, 1 or 2) of migrated process `pid`,
+    /// relayed between the node it runs on and its home; empty `data` is
+    /// end of stream.
+    Stdio {
+        pid: i32,
+        fd: u8,
+        data: Vec<u8>,
+    },
 }
 
 /// Page size of [`PeerMessage::PageData`] payloads.
@@ -60,6 +83,10 @@ const KIND_PONG: u8 = 3;
 const KIND_PAGE_REQUEST: u8 = 4;
 const KIND_PAGE_DATA: u8 = 5;
 const KIND_PAGE_ERROR: u8 = 6;
+const KIND_CALL: u8 = 7;
+const KIND_ANSWER: u8 = 8;
+const KIND_NOTICE: u8 = 9;
+const KIND_STDIO: u8 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -82,6 +109,9 @@ pub enum WireError {
     #[error("page data of {0} bytes is not whole pages or exceeds {MAX_PAGE_DATA} bytes")]
     PageData(usize),
 }
+
+/// Largest body of a `Call`/`Answer`/`Notice`/`Stdio` frame.
+pub const MAX_BODY: usize = MAX_FRAME - 64;
 
 /// Encodes one message as a complete frame.
 pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
@@ -127,6 +157,26 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
             body.push(KIND_PAGE_ERROR);
             body.extend_from_slice(&req_id.to_be_bytes());
             put_str(&mut body, message);
+        }
+        PeerMessage::Call { req_id, body: b } => {
+            body.push(KIND_CALL);
+            body.extend_from_slice(&req_id.to_be_bytes());
+            put_bytes(&mut body, b);
+        }
+        PeerMessage::Answer { req_id, body: b } => {
+            body.push(KIND_ANSWER);
+            body.extend_from_slice(&req_id.to_be_bytes());
+            put_bytes(&mut body, b);
+        }
+        PeerMessage::Notice { body: b } => {
+            body.push(KIND_NOTICE);
+            put_bytes(&mut body, b);
+        }
+        PeerMessage::Stdio { pid, fd, data } => {
+            body.push(KIND_STDIO);
+            body.extend_from_slice(&pid.to_be_bytes());
+            body.push(*fd);
+            put_bytes(&mut body, data);
         }
     }
     let mut frame = Vec::with_capacity(4 + body.len());
@@ -207,6 +257,20 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
             req_id: r.u64()?,
             message: r.string()?,
         },
+        KIND_CALL => PeerMessage::Call {
+            req_id: r.u64()?,
+            body: r.bytes()?,
+        },
+        KIND_ANSWER => PeerMessage::Answer {
+            req_id: r.u64()?,
+            body: r.bytes()?,
+        },
+        KIND_NOTICE => PeerMessage::Notice { body: r.bytes()? },
+        KIND_STDIO => PeerMessage::Stdio {
+            pid: r.u32()? as i32,
+            fd: r.u8()?,
+            data: r.bytes()?,
+        },
         other => return Err(WireError::UnknownKind(other)),
     };
     if !r.buf.is_empty() {
@@ -224,6 +288,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     let bytes = &s.as_bytes()[..n];
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// A `u32` length and the bytes; callers keep bodies under [`MAX_BODY`].
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    debug_assert!(b.len() <= MAX_BODY);
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
 }
 
 struct Reader<'a> {
@@ -254,6 +325,11 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
+    }
+
+    fn bytes(&mut self) -> Result<Vec<u8>, WireError> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
     }
 
     fn string(&mut self) -> Result<String, WireError> {
@@ -302,6 +378,22 @@ mod tests {
             PeerMessage::PageError {
                 req_id: 4,
                 message: "process 12 gone: ESRCH".into(),
+            },
+            PeerMessage::Call {
+                req_id: 5,
+                body: br#"{"offer":1}"#.to_vec(),
+            },
+            PeerMessage::Answer {
+                req_id: 5,
+                body: Vec::new(),
+            },
+            PeerMessage::Notice {
+                body: b"{}".to_vec(),
+            },
+            PeerMessage::Stdio {
+                pid: 42,
+                fd: 1,
+                data: b"hello\n".to_vec(),
             },
         ]
     }

@@ -47,6 +47,25 @@ pub struct Layout {
     /// `(address, length)` ranges whose content must come from the origin
     /// (populated private pages, and whole mappings whose file is gone).
     pub to_copy: Vec<(u64, u64)>,
+    /// `(start, end)` of the private mappings made anonymous: the ones a
+    /// userfaultfd can serve in MISSING mode. Parts of [`Layout::to_copy`]
+    /// outside them (populated pages of private file mappings) must be
+    /// copied before the worker runs.
+    pub anonymous: Vec<(u64, u64)>,
+}
+
+/// `(address, length)` ranges.
+pub type Ranges = Vec<(u64, u64)>;
+
+impl Layout {
+    /// Splits [`Layout::to_copy`] into `(inside anonymous mappings, the rest)`.
+    pub fn split_copy(&self) -> (Ranges, Ranges) {
+        self.to_copy.iter().partition(|&&(start, len)| {
+            self.anonymous
+                .iter()
+                .any(|&(s, e)| s <= start && start + len <= e)
+        })
+    }
 }
 
 /// A bump allocator over the scratch mapping.
@@ -270,17 +289,11 @@ pub fn lay_out(worker: &mut FrozenProcess, state: &ProcessState) -> Result<Layou
         scratch,
         scratch_len: SCRATCH_LEN,
         to_copy: Vec::new(),
+        anonymous: Vec::new(),
     };
     let mut scr = Scratch::new(pid, &layout);
     let mut files: BTreeMap<(String, bool), u64> = BTreeMap::new();
-    let r = map_all(
-        &mut s,
-        pid,
-        state,
-        &mut scr,
-        &mut files,
-        &mut layout.to_copy,
-    );
+    let r = map_all(&mut s, pid, state, &mut scr, &mut files, &mut layout);
     for fd in files.values() {
         let _ = s.syscall(SYS_CLOSE, [*fd, 0, 0, 0, 0, 0]);
     }
@@ -366,7 +379,7 @@ fn map_all(
     state: &ProcessState,
     scr: &mut Scratch,
     files: &mut BTreeMap<(String, bool), u64>,
-    to_copy: &mut Vec<(u64, u64)>,
+    layout: &mut Layout,
 ) -> Result<(), Error> {
     for v in &state.vmas {
         if v.backing == Backing::Special {
@@ -425,10 +438,14 @@ fn map_all(
         if shared || (from_file && v.executable()) {
             continue;
         }
+        if !from_file {
+            layout.anonymous.push((v.start, v.end));
+        }
         if v.backing == Backing::File && !from_file {
-            to_copy.push((v.start, v.len()));
+            layout.to_copy.push((v.start, v.len()));
         } else {
-            to_copy.extend(v.populated.iter().map(|r| (r.start, r.pages * PAGE)));
+            let populated = v.populated.iter().map(|r| (r.start, r.pages * PAGE));
+            layout.to_copy.extend(populated);
         }
     }
     Ok(())

@@ -1,0 +1,294 @@
+//! The destination of a migration: restore the offered process, stopped,
+//! with its memory served by a pager (answer `Ready`); let it run on the
+//! origin's commit (`Resumed`); kill it on an abort or when no commit comes.
+
+use super::pager::{self, PagerHandle, PagerSpec};
+use super::relay::HostRelay;
+use super::{encode, lock, Migrations, Offer, PeerAnswer, PeerNotice};
+use crate::supervisor::{self, Commit, Handle};
+use popcorn_checkpoint::restore::{
+    lay_out, restore_process_state, spawn_worker, Worker, WorkerSpec,
+};
+use popcorn_checkpoint::FrozenProcess;
+use popcorn_dsm::uffd::Uffd;
+use popcorn_proto::control::{ProcessInfo, ProcessStateKind};
+use popcorn_proto::wire::PeerMessage;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How long a restored process waits for the origin's commit.
+const COMMIT_WAIT: Duration = Duration::from_secs(20);
+
+const SYS_USERFAULTFD: i64 = 323;
+const SYS_CLOSE: i64 = 3;
+
+/// A restore waiting for its commit.
+pub struct Pending {
+    from: String,
+    commit: Commit,
+    handle: Handle,
+    pidfd: OwnedFd,
+    pager: PagerHandle,
+    done: watch::Receiver<bool>,
+    relay: Arc<HostRelay>,
+    info: ProcessInfo,
+}
+
+/// Opens the files the process had, by path, at their offsets.
+fn reopen(files: &[super::FileReopen], node: &str) -> Result<Vec<(OwnedFd, i32)>, String> {
+    let mut out = Vec::new();
+    for f in files {
+        let path = CString::new(f.path.as_bytes())
+            .map_err(|_| format!("fd {}: path {:?} contains NUL", f.fd, f.path))?;
+        let flags = (f.flags as i32) | libc::O_CLOEXEC;
+        // SAFETY: `path` is a NUL-terminated string that outlives the call.
+        let fd = unsafe { libc::open(path.as_ptr(), flags) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!(
+                "fd {}: cannot open {} on node '{node}': {e} (files are reopened by path; it must exist there too)",
+                f.fd, f.path
+            ));
+        }
+        // SAFETY: open returned a new descriptor we now own.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        if f.flags as i32 & libc::O_APPEND == 0 {
+            // SAFETY: plain lseek on our own descriptor.
+            if unsafe { libc::lseek(fd, f.pos as libc::off_t, libc::SEEK_SET) } < 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(format!("fd {}: seeking {} to {}: {e}", f.fd, f.path, f.pos));
+            }
+        }
+        out.push((owned, f.fd));
+    }
+    Ok(out)
+}
+
+/// Creates a userfaultfd inside the stopped worker and takes it over.
+fn uffd_in(worker: &mut FrozenProcess) -> Result<Uffd, String> {
+    let tid = worker.pid();
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    let fd = worker
+        .inject_syscall(tid, SYS_USERFAULTFD, [flags, 0, 0, 0, 0, 0])
+        .map_err(|e| e.to_string())?;
+    if fd < 0 {
+        return Err(format!(
+            "userfaultfd failed in the worker: {} (is vm.unprivileged_userfaultfd or CAP_SYS_PTRACE missing?)",
+            std::io::Error::from_raw_os_error(-fd as i32)
+        ));
+    }
+    let ours = worker.dup_fd(fd as i32).map_err(|e| e.to_string())?;
+    worker
+        .inject_syscall(tid, SYS_CLOSE, [fd as u64, 0, 0, 0, 0, 0])
+        .map_err(|e| e.to_string())?;
+    Uffd::adopt_postcopy(ours).map_err(|e| e.to_string())
+}
+
+impl Migrations {
+    pub(super) async fn accept_offer(
+        self: &Arc<Self>,
+        from: &str,
+        offer: Offer,
+    ) -> Result<PeerAnswer, String> {
+        let started = Instant::now();
+        let pid = offer.state.pid;
+        if let Some(i) = self.table.info(pid) {
+            if i.node == self.node && i.state != ProcessStateKind::Exited {
+                return Err(format!(
+                    "process {pid} already runs on node '{}'",
+                    self.node
+                ));
+            }
+        }
+        if lock(&self.incoming).contains_key(&pid) {
+            return Err(format!(
+                "a migration of process {pid} to '{}' is already under way",
+                self.node
+            ));
+        }
+        let (relay, ends) = HostRelay::start(self, pid, &offer.home)
+            .map_err(|e| format!("cannot create the standard stream pipes: {e}"))?;
+        let mut fds: Vec<(OwnedFd, i32)> = ends.into_iter().zip(0..).collect();
+        fds.extend(reopen(&offer.files, &self.node)?);
+
+        let (done_tx, done_rx) = watch::channel(false);
+        let me = self.clone();
+        let origin = from.to_owned();
+        let state = offer.state;
+        let setup = move || -> Result<(Worker, PagerHandle), String> {
+            let spec = WorkerSpec {
+                pid_ns: None,
+                pid: Some(pid),
+                fds: fds.iter().map(|(f, n)| (f.as_raw_fd(), *n)).collect(),
+            };
+            let mut w = spawn_worker(&spec).map_err(|e| e.to_string())?;
+            drop(fds);
+            let layout = lay_out(&mut w.process, &state).map_err(|e| e.to_string())?;
+            let uffd = uffd_in(&mut w.process)?;
+            for &(s, e) in &layout.anonymous {
+                uffd.register(s, e - s)
+                    .map_err(|e| format!("userfaultfd register {s:#x}: {e}"))?;
+            }
+            let (post, eager) = layout.split_copy();
+            for (addr, data) in pager::fetch_blocking(&me.peers, &origin, pid, &eager)? {
+                popcorn_checkpoint::write_memory(w.process.pid(), addr, &data)
+                    .map_err(|e| format!("writing {addr:#x} in the worker: {e}"))?;
+            }
+            let spec = PagerSpec {
+                pid: w.process.pid(),
+                origin: origin.clone(),
+                peers: me.peers.clone(),
+                uffd,
+                regions: layout.anonymous.clone(),
+                at_origin: post,
+            };
+            let pager_me = me.clone();
+            let pager_origin = origin.clone();
+            let pager = pager::start(spec, move |send_done| {
+                pager_me.pager_finished(pid, &pager_origin, send_done);
+                let _ = done_tx.send(true);
+            })?;
+            if let Err(e) = restore_process_state(&mut w.process, &state, &layout) {
+                pager.stop.store(true, Ordering::Relaxed);
+                return Err(e.to_string());
+            }
+            Ok((w, pager))
+        };
+        let events = self.table.events();
+        let restored = tokio::task::spawn_blocking(move || supervisor::restore(setup, events))
+            .await
+            .map_err(|e| format!("restore thread: {e}"))??;
+        let (wpid, pidfd, handle, commit, pager) = restored;
+        let answer = PeerAnswer::Ready {
+            pages_at_origin: pager.pages_at_origin,
+            pages_zero: pager.pages_zero,
+            restore_us: started.elapsed().as_micros() as u64,
+        };
+        info!(
+            pid,
+            wpid,
+            from,
+            us = started.elapsed().as_micros() as u64,
+            "restored, waiting for commit"
+        );
+        let info = ProcessInfo {
+            pid,
+            uid: offer.uid,
+            argv: offer.argv,
+            origin: offer.home,
+            node: self.node.clone(),
+            nodes: offer.nodes,
+            state: ProcessStateKind::Running,
+            threads: 0,
+            exit: None,
+        };
+        lock(&self.incoming).insert(
+            pid,
+            Pending {
+                from: from.to_owned(),
+                commit,
+                handle,
+                pidfd,
+                pager,
+                done: done_rx,
+                relay,
+                info,
+            },
+        );
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(COMMIT_WAIT).await;
+            me.abort(pid, "no commit from the origin");
+        });
+        Ok(answer)
+    }
+
+    pub(super) async fn commit(
+        self: &Arc<Self>,
+        from: &str,
+        pid: i32,
+    ) -> Result<PeerAnswer, String> {
+        let p = {
+            let mut incoming = lock(&self.incoming);
+            match incoming.remove(&pid) {
+                Some(p) if p.from == from => p,
+                Some(p) => {
+                    incoming.insert(pid, p);
+                    return Err(format!("process {pid} is being migrated by another node"));
+                }
+                None => {
+                    return Err(format!(
+                        "no restore of process {pid} waits on '{}' (it timed out)",
+                        self.node
+                    ))
+                }
+            }
+        };
+        let home = p.info.origin.clone();
+        lock(&self.hosted).insert(pid, p.relay);
+        if *p.done.borrow() {
+            lock(&self.pagers).remove(&pid);
+        } else {
+            lock(&self.pagers).insert(pid, p.done);
+        }
+        lock(&self.moved).remove(&pid);
+        self.table.insert_hosted(p.info, p.handle, p.pidfd);
+        p.commit.go();
+        drop(p.pager);
+        info!(pid, from, "resumed");
+        if home == self.node {
+            if let Some(hub) = self.hub(pid) {
+                hub.set_location(&self.node);
+            }
+        } else if home != from {
+            let body = encode(&PeerNotice::Moved {
+                pid,
+                node: self.node.clone(),
+            });
+            if let Err(e) = self.peers.send(&home, PeerMessage::Notice { body }).await {
+                warn!(pid, %home, "telling the home node about the move: {e}");
+            }
+        }
+        Ok(PeerAnswer::Resumed)
+    }
+
+    /// Drops a restore that was not committed (the worker is killed).
+    /// Answers `Resumed` if it had been committed already.
+    pub(super) fn abort(&self, pid: i32, why: &str) -> PeerAnswer {
+        let Some(p) = lock(&self.incoming).remove(&pid) else {
+            let runs = self
+                .table
+                .info(pid)
+                .is_some_and(|i| i.node == self.node && i.state != ProcessStateKind::Exited);
+            return if runs {
+                PeerAnswer::Resumed
+            } else {
+                PeerAnswer::Aborted
+            };
+        };
+        warn!(pid, from = %p.from, "migration abandoned: {why}");
+        p.pager.stop.store(true, Ordering::Relaxed);
+        drop(p.commit);
+        PeerAnswer::Aborted
+    }
+
+    /// Runs on the pager thread when it ends.
+    fn pager_finished(&self, pid: i32, origin: &str, send_done: bool) {
+        lock(&self.pagers).remove(&pid);
+        if !send_done {
+            return;
+        }
+        let body = encode(&PeerNotice::PushDone { pid });
+        if let Err(e) = self
+            .rt
+            .block_on(self.peers.send(origin, PeerMessage::Notice { body }))
+        {
+            warn!(pid, %origin, "telling the origin every page arrived: {e}");
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Live migration of whole processes between agents (DESIGN §5): the
+//! messages agents exchange, and the per-node state of processes that have
+//! moved — stdio hubs at their home, relays where they run, restores
+//! waiting for their commit, pagers still pulling memory.
+//!
+//! - [`outgoing`]: `popcorn migrate` at the node a process runs on.
+//! - [`incoming`]: the destination's restore, commit and abort.
+//! - [`pager`]: the destination's userfaultfd server (post-copy).
+//! - [`relay`]: stdin/stdout/stderr between the home node and the host.
+
+pub mod incoming;
+pub mod outgoing;
+pub mod pager;
+pub mod relay;
+
+use crate::peers::{Inbound, Peers};
+use crate::table::ProcessTable;
+use popcorn_checkpoint::ProcessState;
+use popcorn_proto::control::{ExitStatus, MigrationReport};
+use popcorn_proto::wire::PeerMessage;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// How long a caller waits for a peer's answer during a migration.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A file descriptor reopened at the destination by path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReopen {
+    pub fd: i32,
+    pub path: String,
+    /// `O_*` flags as open(2) takes them (creation flags removed).
+    pub flags: u32,
+    pub pos: u64,
+}
+
+/// Everything the destination needs to restore a process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Offer {
+    /// Node whose agent started the process and owns its terminal.
+    pub home: String,
+    pub uid: u32,
+    pub argv: Vec<String>,
+    pub nodes: Vec<String>,
+    pub files: Vec<FileReopen>,
+    pub state: ProcessState,
+}
+
+/// Calls between agents (JSON in a `Call` frame).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum PeerCall {
+    /// Restore this process, stopped; answer `Ready` or `Error`.
+    Offer(Box<Offer>),
+    /// Let the restored process run; answer `Resumed`.
+    Commit { pid: i32 },
+    /// Forget the restored process (the origin keeps it).
+    Abort { pid: i32 },
+    /// A user's `popcorn migrate` received by the process's home node,
+    /// forwarded to the node it runs on.
+    Migrate { pid: i32, to: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum PeerAnswer {
+    Ready {
+        pages_at_origin: u64,
+        pages_zero: u64,
+        restore_us: u64,
+    },
+    Resumed,
+    Aborted,
+    Migrated(MigrationReport),
+    Error {
+        message: String,
+    },
+}
+
+/// One-way messages between agents (JSON in a `Notice` frame).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum PeerNotice {
+    /// To the home node: the process ended where it ran.
+    Exited { pid: i32, status: ExitStatus },
+    /// To the host: deliver a signal.
+    Signal { pid: i32, signal: i32 },
+    /// To the home node: the process now runs on `node`.
+    Moved { pid: i32, node: String },
+    /// To the origin: every page has arrived; drop the frozen copy.
+    PushDone { pid: i32 },
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain data types cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Per-node migration state; see the module documentation.
+pub struct Migrations {
+    pub node: String,
+    pub peers: Arc<Peers>,
+    pub table: Arc<ProcessTable>,
+    rt: tokio::runtime::Handle,
+    /// Home side: stdio of processes that have left home at least once.
+    hubs: Mutex<HashMap<i32, Arc<relay::Hub>>>,
+    /// Host side: relayed stdio of processes running here.
+    hosted: Mutex<HashMap<i32, Arc<relay::HostRelay>>>,
+    /// Restored here, waiting for the origin's commit.
+    incoming: Mutex<HashMap<i32, incoming::Pending>>,
+    /// Pagers of processes whose memory is still partly at their origin:
+    /// `true` once every page has arrived.
+    pagers: Mutex<HashMap<i32, watch::Receiver<bool>>>,
+    /// Processes migrated from here: where they went (for late stdin) and
+    /// the frozen copy serving their pages.
+    moved: Mutex<HashMap<i32, outgoing::Departed>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Migrations {
+    pub fn new(node: String, peers: Arc<Peers>, table: Arc<ProcessTable>) -> Arc<Migrations> {
+        Arc::new(Migrations {
+            node,
+            peers,
+            table,
+            rt: tokio::runtime::Handle::current(),
+            hubs: Mutex::default(),
+            hosted: Mutex::default(),
+            incoming: Mutex::default(),
+            pagers: Mutex::default(),
+            moved: Mutex::default(),
+        })
+    }
+
+    /// Serves peer calls, notices and stdio, and relayed processes' exits.
+    pub fn start(
+        self: &Arc<Self>,
+        mut inbox: mpsc::UnboundedReceiver<Inbound>,
+        mut exits: mpsc::UnboundedReceiver<(i32, Option<ExitStatus>)>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = inbox.recv().await {
+                me.inbound(msg).await;
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some((pid, status)) = exits.recv().await {
+                let me = me.clone();
+                tokio::spawn(async move { me.relayed_exit(pid, status).await });
+            }
+        });
+    }
+
+    async fn inbound(self: &Arc<Self>, msg: Inbound) {
+        match msg {
+            Inbound::Call { from, req_id, body } => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let answer = match serde_json::from_slice::<PeerCall>(&body) {
+                        Ok(call) => me.call(&from, call).await,
+                        Err(e) => PeerAnswer::Error {
+                            message: format!(
+                                "malformed call: {e}; are both agents the same version?"
+                            ),
+                        },
+                    };
+                    if let Err(e) = me.peers.answer(&from, req_id, encode(&answer)).await {
+                        warn!(peer = %from, "answering a call: {e}");
+                    }
+                });
+            }
+            Inbound::Notice { from, body } => match serde_json::from_slice::<PeerNotice>(&body) {
+                Ok(n) => self.notice(&from, n).await,
+                Err(e) => warn!(peer = %from, "malformed notice: {e}"),
+            },
+            Inbound::Stdio {
+                from,
+                pid,
+                fd,
+                data,
+            } => self.stdio(&from, pid, fd, data).await,
+        }
+    }
+
+    async fn call(self: &Arc<Self>, from: &str, call: PeerCall) -> PeerAnswer {
+        let r = match call {
+            PeerCall::Offer(offer) => self.accept_offer(from, *offer).await,
+            PeerCall::Commit { pid } => self.commit(from, pid).await,
+            PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
+            PeerCall::Migrate { pid, to } => self.migrate(pid, &to).await.map(PeerAnswer::Migrated),
+        };
+        r.unwrap_or_else(|message| PeerAnswer::Error { message })
+    }
+
+    async fn notice(self: &Arc<Self>, from: &str, n: PeerNotice) {
+        debug!(peer = %from, ?n, "notice");
+        match n {
+            PeerNotice::Exited { pid, status } => match self.hub(pid) {
+                Some(hub) => hub.exited(status),
+                None => warn!(pid, peer = %from, "exit of a process this node is not home of"),
+            },
+            PeerNotice::Signal { pid, signal } => {
+                if let Err(e) = self.signal(pid, signal).await {
+                    warn!(pid, signal, "forwarded signal: {e}");
+                }
+            }
+            PeerNotice::Moved { pid, node } => {
+                if let Some(hub) = self.hub(pid) {
+                    hub.set_location(&node);
+                }
+                self.table.set_node(pid, &node);
+            }
+            PeerNotice::PushDone { pid } => self.push_done(from, pid).await,
+        }
+    }
+
+    async fn stdio(self: &Arc<Self>, from: &str, pid: i32, fd: u8, data: Vec<u8>) {
+        if fd == 0 {
+            if let Some(relay) = lock(&self.hosted).get(&pid).cloned() {
+                relay.stdin(data);
+                return;
+            }
+            let moved = lock(&self.moved).get(&pid).map(|d| d.to.clone());
+            match moved {
+                Some(to) => {
+                    let msg = PeerMessage::Stdio { pid, fd, data };
+                    if let Err(e) = self.peers.send(&to, msg).await {
+                        warn!(pid, "forwarding stdin to {to}: {e}");
+                    }
+                }
+                None => debug!(pid, peer = %from, "stdin for a process not here"),
+            }
+            return;
+        }
+        match self.hub(pid) {
+            Some(hub) => hub.output(fd, data),
+            None => debug!(pid, peer = %from, "output of a process this node is not home of"),
+        }
+    }
+
+    fn hub(&self, pid: i32) -> Option<Arc<relay::Hub>> {
+        lock(&self.hubs).get(&pid).cloned()
+    }
+
+    /// Sends a signal to `pid` wherever it runs.
+    pub async fn signal(&self, pid: i32, signal: i32) -> Result<(), String> {
+        let Some(info) = self.table.info(pid) else {
+            return Err(format!("process {pid} is not managed here"));
+        };
+        if info.node == self.node {
+            let (_, pidfd) = self
+                .table
+                .managed(pid)
+                .ok_or_else(|| format!("process {pid} has exited"))?;
+            return crate::sys::pidfd_send_signal(std::os::fd::AsFd::as_fd(&*pidfd), signal)
+                .map_err(|e| format!("cannot send signal {signal} to {pid}: {e}"));
+        }
+        let body = encode(&PeerNotice::Signal { pid, signal });
+        self.peers
+            .send(&info.node, PeerMessage::Notice { body })
+            .await
+    }
+
+    /// A relayed process ended here: let its output drain, then tell its
+    /// home (here or remote).
+    async fn relayed_exit(self: &Arc<Self>, pid: i32, status: Option<ExitStatus>) {
+        let status = status.unwrap_or(ExitStatus::Signal(libc::SIGKILL));
+        let relay = lock(&self.hosted).remove(&pid);
+        let home = match &relay {
+            Some(r) => r.home().to_owned(),
+            None => self.table.info(pid).map(|i| i.origin).unwrap_or_default(),
+        };
+        if let Some(r) = relay {
+            let _ =
+                tokio::task::spawn_blocking(move || r.wait_outputs(Duration::from_secs(3))).await;
+        }
+        info!(pid, ?status, %home, "migrated process exited");
+        if home == self.node {
+            if let Some(hub) = self.hub(pid) {
+                hub.exited(status);
+            }
+            return;
+        }
+        self.table.remove(pid);
+        let body = encode(&PeerNotice::Exited { pid, status });
+        if let Err(e) = self.peers.send(&home, PeerMessage::Notice { body }).await {
+            warn!(pid, %home, "cannot report the exit: {e}");
+        }
+    }
+
+    /// The hub finished writing a process's output: it has ended.
+    pub(crate) fn hub_finished(&self, pid: i32, status: ExitStatus) {
+        lock(&self.hubs).remove(&pid);
+        self.table.finish(pid, status);
+    }
+}

@@ -1,0 +1,324 @@
+//! `popcorn migrate` on the node a process runs on: preflight (nothing
+//! changed yet), freeze, capture, offer to the destination, commit; on any
+//! failure before the destination confirms it runs, the process is thawed
+//! where it was. Afterwards this node keeps the frozen copy as the page
+//! source until the destination has pulled every page.
+
+use super::relay::Hub;
+use super::{
+    encode, lock, FileReopen, Migrations, Offer, PeerAnswer, PeerCall, PeerNotice, CALL_TIMEOUT,
+};
+use crate::supervisor::Handle;
+use popcorn_checkpoint::{FdKind, FdState};
+use popcorn_proto::control::{MigrationReport, ProcessStateKind};
+use popcorn_proto::wire::PeerMessage;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How long a migration waits for the process's previous move to finish
+/// pulling memory.
+const PREVIOUS_MOVE_WAIT: Duration = Duration::from_secs(60);
+
+/// A process migrated from here, until its destination has all its pages.
+pub struct Departed {
+    pub to: String,
+    /// The frozen copy serving pages; discarded on `PushDone`.
+    pub shadow: Option<Handle>,
+}
+
+/// Character devices reopened by path: the same on every Linux machine.
+const SAME_EVERYWHERE: [&str; 5] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+fn decode(body: &[u8]) -> Result<PeerAnswer, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed answer: {e}"))
+}
+
+/// Refuses descriptors that cannot move; regular files and directories are
+/// reopened at the destination by path. fds 0–2 are always relayed.
+pub fn carried_files(fds: &[FdState], node: &str) -> Result<Vec<FileReopen>, String> {
+    let mut out = Vec::new();
+    for f in fds.iter().filter(|f| f.fd > 2) {
+        let mut reopenable = false;
+        let kind = match &f.kind {
+            FdKind::File | FdKind::Directory if !f.target.ends_with(" (deleted)") => {
+                reopenable = true;
+                "file".to_owned()
+            }
+            // Devices that are the same on every Linux machine.
+            FdKind::Device if SAME_EVERYWHERE.contains(&f.target.as_str()) => {
+                reopenable = true;
+                "device".to_owned()
+            }
+            FdKind::File | FdKind::Directory => "deleted file".to_owned(),
+            FdKind::Pipe => "pipe".into(),
+            FdKind::Socket => "socket".into(),
+            FdKind::AnonInode(name) => format!("{name} descriptor"),
+            FdKind::Tty => "terminal".into(),
+            FdKind::Device => "device".into(),
+            FdKind::Memfd(_) => "memfd".into(),
+            FdKind::Other => "special file".into(),
+        };
+        if reopenable {
+            let creation = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY) as u32;
+            out.push(FileReopen {
+                fd: f.fd,
+                path: f.target.clone(),
+                flags: f.flags & !creation,
+                pos: f.pos,
+            });
+            continue;
+        }
+        return Err(format!(
+            "fd {} is a {kind} ({}): popcorn carries standard streams and regular files only, so the process stays on node '{node}'; close that descriptor before migrating",
+            f.fd, f.target
+        ));
+    }
+    Ok(out)
+}
+
+impl Migrations {
+    /// Moves `pid` to `to`; see the module documentation.
+    pub async fn migrate(self: &Arc<Self>, pid: i32, to: &str) -> Result<MigrationReport, String> {
+        let info = self
+            .table
+            .info(pid)
+            .filter(|i| i.state != ProcessStateKind::Exited)
+            .ok_or_else(|| {
+                format!(
+                    "process {pid} is not managed by node '{}': only programs started with `popcorn run` can migrate (see `popcorn ps`)",
+                    self.node
+                )
+            })?;
+        self.peers.known(to)?;
+        if info.node != self.node {
+            if info.node == to {
+                return Err(format!("process {pid} already runs on node '{to}'"));
+            }
+            // Ask the node it runs on.
+            let call = encode(&PeerCall::Migrate {
+                pid,
+                to: to.to_owned(),
+            });
+            let body = self.peers.call(&info.node, call, CALL_TIMEOUT * 2).await?;
+            return match decode(&body)? {
+                PeerAnswer::Migrated(r) => Ok(r),
+                PeerAnswer::Error { message } => Err(message),
+                other => Err(format!("unexpected answer from {}: {other:?}", info.node)),
+            };
+        }
+        if to == self.node {
+            return Err(format!("process {pid} already runs on node '{to}'"));
+        }
+        self.peers.reachable(to)?;
+        let pending = lock(&self.pagers).get(&pid).cloned();
+        if let Some(mut done) = pending {
+            let wait = done.wait_for(|d| *d);
+            if tokio::time::timeout(PREVIOUS_MOVE_WAIT, wait)
+                .await
+                .is_err()
+            {
+                return Err(format!(
+                    "process {pid} is still receiving its memory from its previous node; try again later"
+                ));
+            }
+        }
+        let fds = popcorn_checkpoint::read_fds(pid).map_err(|e| e.to_string())?;
+        carried_files(&fds, &self.node)?;
+        let (handle, _) = self
+            .table
+            .managed(pid)
+            .ok_or_else(|| format!("process {pid} has exited"))?;
+        let t0 = Instant::now();
+        let threads = handle.freeze().await?;
+        match self.migrate_frozen(pid, to, &handle, t0, threads).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.peers.unexport(to, pid);
+                if let Err(t) = handle.thaw().await {
+                    warn!(pid, "thaw after a failed migration: {t}");
+                }
+                warn!(pid, %to, "migration failed: {e}");
+                Err(format!(
+                    "{e}; process {pid} keeps running on node '{}'",
+                    self.node
+                ))
+            }
+        }
+    }
+
+    async fn migrate_frozen(
+        self: &Arc<Self>,
+        pid: i32,
+        to: &str,
+        handle: &Handle,
+        t0: Instant,
+        threads: usize,
+    ) -> Result<MigrationReport, String> {
+        let info = self
+            .table
+            .info(pid)
+            .ok_or_else(|| format!("process {pid} vanished from the table"))?;
+        let state = handle.capture().await?;
+        let files = carried_files(&state.fds, &self.node)?;
+        let relay = lock(&self.hosted).get(&pid).cloned();
+        let real_stdio = match &relay {
+            Some(r) => {
+                let r = r.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    r.flush_outputs(Duration::from_millis(500))
+                })
+                .await;
+                None
+            }
+            None => Some(self.take_stdio(handle).await?),
+        };
+        self.peers.export(to, pid);
+        let offer = Offer {
+            home: info.origin.clone(),
+            uid: info.uid,
+            argv: info.argv.clone(),
+            nodes: info.nodes.clone(),
+            files,
+            state,
+        };
+        let body = encode(&PeerCall::Offer(Box::new(offer)));
+        let offer_bytes = body.len() as u64;
+        let (pages_at_origin, pages_zero) =
+            match decode(&self.peers.call(to, body, CALL_TIMEOUT).await?)? {
+                PeerAnswer::Ready {
+                    pages_at_origin,
+                    pages_zero,
+                    ..
+                } => (pages_at_origin, pages_zero),
+                PeerAnswer::Error { message } => {
+                    return Err(format!("node '{to}' could not restore it: {message}"))
+                }
+                other => return Err(format!("unexpected answer from {to}: {other:?}")),
+            };
+        self.commit_at(pid, to).await?;
+        let downtime = t0.elapsed();
+
+        // It runs at `to` now.
+        match real_stdio {
+            Some(real) => {
+                let hub = Hub::start(self, pid, real, to);
+                lock(&self.hubs).insert(pid, hub);
+            }
+            None => {
+                if let Some(r) = lock(&self.hosted).remove(&pid) {
+                    r.forward_stdin(to);
+                }
+            }
+        }
+        lock(&self.moved).insert(
+            pid,
+            Departed {
+                to: to.to_owned(),
+                shadow: Some(handle.clone()),
+            },
+        );
+        if info.origin == self.node {
+            if let Some(hub) = self.hub(pid) {
+                hub.set_location(to);
+            }
+            self.table.set_node(pid, to);
+        } else {
+            self.table.remove(pid);
+            if info.origin != to {
+                let body = encode(&PeerNotice::Moved {
+                    pid,
+                    node: to.to_owned(),
+                });
+                if let Err(e) = self
+                    .peers
+                    .send(&info.origin, PeerMessage::Notice { body })
+                    .await
+                {
+                    warn!(pid, "telling the home node about the move: {e}");
+                }
+            }
+        }
+        let report = MigrationReport {
+            pid,
+            from: self.node.clone(),
+            to: to.to_owned(),
+            threads,
+            downtime_us: downtime.as_micros() as u64,
+            bytes_before_resume: offer_bytes,
+            pages_at_origin,
+            pages_zero,
+        };
+        info!(?report, "migrated");
+        Ok(report)
+    }
+
+    /// Commits the restore at `to`. When the answer is lost, asks again
+    /// with an abort: the destination either confirms it runs the process
+    /// or drops it, so exactly one copy goes on.
+    async fn commit_at(&self, pid: i32, to: &str) -> Result<(), String> {
+        let commit = self
+            .peers
+            .call(to, encode(&PeerCall::Commit { pid }), CALL_TIMEOUT)
+            .await;
+        let error = match commit.and_then(|b| decode(&b)) {
+            Ok(PeerAnswer::Resumed) => return Ok(()),
+            Ok(PeerAnswer::Error { message }) => message,
+            Ok(other) => format!("unexpected answer: {other:?}"),
+            Err(e) => e,
+        };
+        let abort = self
+            .peers
+            .call(to, encode(&PeerCall::Abort { pid }), Duration::from_secs(5))
+            .await;
+        if let Ok(PeerAnswer::Resumed) = abort.and_then(|b| decode(&b)) {
+            return Ok(());
+        }
+        Err(format!("node '{to}' did not confirm the restore: {error}"))
+    }
+
+    /// Duplicates the real stdin/stdout/stderr of a process leaving home
+    /// (`/dev/null` for one it closed).
+    async fn take_stdio(&self, handle: &Handle) -> Result<[OwnedFd; 3], String> {
+        let mut out = Vec::with_capacity(3);
+        for fd in 0..3 {
+            let f = match handle.dup_fd(fd).await {
+                Ok(f) => f,
+                Err(_) => std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("/dev/null: {e}"))?,
+            };
+            out.push(f);
+        }
+        out.try_into()
+            .map_err(|_| "three standard streams expected".to_owned())
+    }
+
+    /// The destination has every page: the frozen copy here can go.
+    pub(super) async fn push_done(&self, from: &str, pid: i32) {
+        self.peers.unexport(from, pid);
+        let shadow = {
+            let mut moved = lock(&self.moved);
+            match moved.get_mut(&pid) {
+                Some(d) if d.to == from => d.shadow.take(),
+                _ => None,
+            }
+        };
+        if let Some(h) = shadow {
+            match h.discard().await {
+                Ok(()) => info!(pid, "frozen copy discarded: {from} has every page"),
+                Err(e) => warn!(pid, "discarding the frozen copy: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The destination's post-copy server for one migrated process: a plain
+//! thread owning the userfaultfd created inside the worker. Faults become
+//! page requests to the origin (many in flight on the link), pages the
+//! origin never touched are zero-filled here, and while the program does
+//! not fault a background pusher pulls the rest in growing batches. When
+//! every page is here the origin is told and the uffd is closed, so the
+//! process no longer depends on the origin.
+
+use crate::peers::Peers;
+use crate::sys::{self, EventFd};
+use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
+use popcorn_dsm::uffd::{Event, Uffd, UffdError};
+use popcorn_dsm::PAGE_SIZE;
+use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Background requests in flight at once.
+const PUSH_IN_FLIGHT: usize = 2;
+/// Pages fetched per fault (the faulting one and the next ones).
+const FAULT_WINDOW: u64 = 4;
+/// How long the origin may stay unreachable before the process is given up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+
+/// Largest request (4 MiB), well inside one `PageData` frame.
+const MAX_REQUEST_PAGES: u64 = 1024;
+const _: () = assert!(MAX_REQUEST_PAGES * PAGE_SIZE <= MAX_PAGE_DATA as u64);
+
+/// What a pager reports while it runs.
+#[derive(Debug, Default)]
+pub struct PagerStats {
+    pub faults: AtomicU64,
+    pub fetched_pages: AtomicU64,
+    pub zero_pages: AtomicU64,
+}
+
+/// Everything a pager needs.
+pub struct PagerSpec {
+    pub pid: i32,
+    pub origin: String,
+    pub peers: Arc<Peers>,
+    pub uffd: Uffd,
+    /// Registered regions `(start, end)`.
+    pub regions: Vec<(u64, u64)>,
+    /// `(start, len)` ranges whose content is at the origin.
+    pub at_origin: Vec<(u64, u64)>,
+}
+
+/// Controls a running pager.
+pub struct PagerHandle {
+    pub stop: Arc<AtomicBool>,
+    pub stats: Arc<PagerStats>,
+    pub pages_at_origin: u64,
+    pub pages_zero: u64,
+}
+
+/// Builds the page state and starts the pager thread; `on_done` runs on
+/// that thread once every page has arrived (or the process is gone).
+pub fn start(
+    spec: PagerSpec,
+    on_done: impl FnOnce(bool) + Send + 'static,
+) -> Result<PagerHandle, String> {
+    let mut pc = Postcopy::new();
+    pc.set_fault_window(FAULT_WINDOW);
+    for &(s, e) in &spec.regions {
+        pc.add_region(s, e).map_err(|e| e.to_string())?;
+    }
+    for &(s, len) in &spec.at_origin {
+        pc.mark_at_origin(s, s + len).map_err(|e| e.to_string())?;
+    }
+    let c = pc.counts();
+    let handle = PagerHandle {
+        stop: Arc::new(AtomicBool::new(false)),
+        stats: Arc::new(PagerStats::default()),
+        pages_at_origin: c.at_origin,
+        pages_zero: c.not_touched,
+    };
+    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let stop = handle.stop.clone();
+    let stats = handle.stats.clone();
+    std::thread::Builder::new()
+        .name(format!("pager-{}", spec.pid))
+        .spawn(move || {
+            let mut p = Pager {
+                spec,
+                pc,
+                wake,
+                inflight: HashMap::new(),
+                remaps: Vec::new(),
+                stats,
+                failing_since: None,
+            };
+            let complete = p.run(&stop);
+            on_done(complete);
+        })
+        .map_err(|e| format!("cannot start the pager thread: {e}"))?;
+    Ok(handle)
+}
+
+struct Pager {
+    spec: PagerSpec,
+    pc: Postcopy,
+    wake: Arc<EventFd>,
+    /// Request id → (destination range, is a background batch).
+    inflight: HashMap<u64, (PageRange, bool)>,
+    /// `(new start, old start, len)` of regions the program moved (mremap):
+    /// their pages are fetched from the old address at the origin.
+    remaps: Vec<(u64, u64, u64)>,
+    stats: Arc<PagerStats>,
+    failing_since: Option<Instant>,
+}
+
+impl Pager {
+    /// Serves until every page is here (true) or it is stopped or the
+    /// process is gone (false).
+    fn run(&mut self, stop: &AtomicBool) -> bool {
+        let (tx, rx) = mpsc::channel::<PeerMessage>();
+        let pid = self.spec.pid;
+        let started = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            if self.pc.remaining() == 0 && self.inflight.is_empty() {
+                let c = self.pc.counts();
+                info!(
+                    pid,
+                    ms = started.elapsed().as_millis() as u64,
+                    present = c.present,
+                    faults = self.stats.faults.load(Ordering::Relaxed),
+                    "every page has arrived"
+                );
+                return true;
+            }
+            let ready = sys::poll2(
+                self.spec.uffd.as_fd(),
+                self.wake.fd(),
+                Some(Duration::from_millis(100)),
+            );
+            let (faults_ready, woken) = match ready {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(pid, "pager poll: {e}");
+                    return false;
+                }
+            };
+            if woken {
+                self.wake.drain();
+            }
+            if !faults_ready && !woken && !popcorn_checkpoint::process_exists(pid) {
+                debug!(pid, "process gone: pager ends");
+                return false;
+            }
+            let mut faulted = false;
+            if faults_ready {
+                match self.read_events(&tx) {
+                    Ok(f) => faulted = f,
+                    Err(e) => {
+                        warn!(pid, "pager: {e}");
+                        return false;
+                    }
+                }
+            }
+            while let Ok(msg) = rx.try_recv() {
+                self.arrived(msg);
+            }
+            if !faulted {
+                self.push(&tx);
+            }
+            if let Some(since) = self.failing_since {
+                if since.elapsed() > GIVE_UP_AFTER {
+                    warn!(
+                        pid,
+                        origin = %self.spec.origin,
+                        "the origin has not served pages for {} s: killing the process, whose memory cannot be completed",
+                        GIVE_UP_AFTER.as_secs()
+                    );
+                    // SAFETY: plain integer arguments.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Reads every pending uffd event; true if any was a fault.
+    fn read_events(&mut self, tx: &mpsc::Sender<PeerMessage>) -> Result<bool, UffdError> {
+        let mut faulted = false;
+        while let Some(ev) = self.spec.uffd.read_event()? {
+            match ev {
+                Event::PageFault { addr, .. } => {
+                    faulted = true;
+                    self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                    self.fault(addr, tx);
+                }
+                Event::Remove { start, end } | Event::Unmap { start, end } => {
+                    self.pc.on_discard(start, end);
+                }
+                Event::Remap { from, to, len } => self.remap(from, to, len),
+                Event::Fork { ufd } => {
+                    warn!(
+                        pid = self.spec.pid,
+                        "fork during post-copy: the child's missing pages read as zero"
+                    );
+                    // SAFETY: the event handed us this descriptor to own.
+                    unsafe { libc::close(ufd) };
+                }
+                Event::Unknown(kind) => debug!(kind, "unknown uffd event"),
+            }
+        }
+        Ok(faulted)
+    }
+
+    fn fault(&mut self, addr: u64, tx: &mpsc::Sender<PeerMessage>) {
+        let page = addr & !(PAGE_SIZE - 1);
+        match self.pc.on_fault(addr) {
+            Ok(Action::ZeroFill(r)) => self.zero(r.start, r.bytes()),
+            Ok(Action::Fetch(r)) => self.request(r, false, tx),
+            Ok(Action::AlreadyInFlight) => {}
+            Ok(Action::Present(r)) => {
+                let _ = self.spec.uffd.wake(r.start, r.bytes());
+            }
+            // Memory the program added after migrating (a grown stack, a
+            // moved region's new tail): it starts as zeros.
+            Err(_) => self.zero(page, PAGE_SIZE),
+        }
+    }
+
+    fn zero(&self, start: u64, len: u64) {
+        match self.spec.uffd.zeropage(start, len) {
+            Ok(_) => {
+                self.stats
+                    .zero_pages
+                    .fetch_add(len / PAGE_SIZE, Ordering::Relaxed);
+            }
+            Err(e) => {
+                debug!(start, len, "zeropage: {e}");
+                let _ = self.spec.uffd.wake(start, len);
+            }
+        }
+    }
+
+    /// Where the origin has the page now at `addr` here.
+    fn origin_addr(&self, addr: u64) -> u64 {
+        for &(to, from, len) in self.remaps.iter().rev() {
+            if addr >= to && addr < to + len {
+                return addr - to + from;
+            }
+        }
+        addr
+    }
+
+    fn request(&mut self, r: PageRange, push: bool, tx: &mpsc::Sender<PeerMessage>) {
+        let mut start = r.start;
+        let mut left = r.pages;
+        while left > 0 {
+            let n = left.min(MAX_REQUEST_PAGES);
+            let part = PageRange { start, pages: n };
+            let from = self.origin_addr(start);
+            match self.spec.peers.request_pages_blocking(
+                &self.spec.origin,
+                self.spec.pid,
+                from,
+                n as u32,
+                tx,
+                &self.wake,
+            ) {
+                Ok(req_id) => {
+                    self.inflight.insert(req_id, (part, push));
+                }
+                Err(e) => {
+                    debug!(pid = self.spec.pid, "page request: {e}");
+                    self.failing_since.get_or_insert_with(Instant::now);
+                    let _ = self.pc.on_fetch_failed(part);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            start += n * PAGE_SIZE;
+            left -= n;
+        }
+    }
+
+    fn arrived(&mut self, msg: PeerMessage) {
+        let (req_id, data) = match msg {
+            PeerMessage::PageData { req_id, data, .. } => (req_id, Ok(data)),
+            PeerMessage::PageError { req_id, message } => (req_id, Err(message)),
+            _ => return,
+        };
+        let Some((range, _)) = self.inflight.remove(&req_id) else {
+            return;
+        };
+        let data = match data {
+            Ok(d) if d.len() as u64 == range.bytes() => d,
+            Ok(d) => {
+                warn!(
+                    pid = self.spec.pid,
+                    "origin sent {} bytes for {} pages",
+                    d.len(),
+                    range.pages
+                );
+                let _ = self.pc.on_fetch_failed(range);
+                return;
+            }
+            Err(message) => {
+                warn!(pid = self.spec.pid, origin = %self.spec.origin, "page fetch failed: {message}");
+                self.failing_since.get_or_insert_with(Instant::now);
+                let _ = self.pc.on_fetch_failed(range);
+                return;
+            }
+        };
+        self.failing_since = None;
+        self.stats
+            .fetched_pages
+            .fetch_add(range.pages, Ordering::Relaxed);
+        let runs = match self.pc.on_pages_arrived(range) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("arrival outside the regions: {e}");
+                return;
+            }
+        };
+        for run in runs {
+            let off = (run.start - range.start) as usize;
+            let bytes = &data[off..off + run.bytes() as usize];
+            self.install(run.start, bytes);
+        }
+    }
+
+    fn install(&mut self, start: u64, bytes: &[u8]) {
+        loop {
+            match self.spec.uffd.copy(start, bytes) {
+                Ok(_) => return,
+                // Events are pending (the map is changing): read them first.
+                Err(UffdError::Again { .. }) => {
+                    let (tx, _rx) = mpsc::channel();
+                    if let Err(e) = self.read_events(&tx) {
+                        warn!(pid = self.spec.pid, "pager: {e}");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // Unmapped meanwhile (ENOENT) and the like: nothing to fill.
+                    debug!(start, "UFFDIO_COPY: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Background batches while the program does not fault.
+    fn push(&mut self, tx: &mpsc::Sender<PeerMessage>) {
+        let pushing = self.inflight.values().filter(|(_, p)| *p).count();
+        if pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() {
+            return;
+        }
+        for r in self.pc.next_push_batch() {
+            self.request(r, true, tx);
+        }
+    }
+
+    /// The program moved `[from, from+len)` to `to`: pages still at the
+    /// origin are fetched from their old address and installed at the new.
+    fn remap(&mut self, from: u64, to: u64, len: u64) {
+        let mut missing = Vec::new();
+        let mut a = from;
+        while a < from + len {
+            use popcorn_dsm::postcopy::PageState;
+            if matches!(
+                self.pc.state(a),
+                Some(PageState::AtOrigin | PageState::InFlight)
+            ) {
+                missing.push(a - from + to);
+            }
+            a += PAGE_SIZE;
+        }
+        self.pc.on_discard(from, from + len);
+        if missing.is_empty() {
+            return;
+        }
+        if let Err(e) = self.pc.add_region(to, to + len) {
+            warn!(
+                pid = self.spec.pid,
+                "mremap during post-copy: {e}; moved pages may read as zero"
+            );
+            return;
+        }
+        for p in missing {
+            let _ = self.pc.mark_at_origin(p, p + PAGE_SIZE);
+        }
+        self.remaps.push((to, self.origin_addr(from), len));
+    }
+}
+
+/// Fetches `ranges` (`(start, len)`) of `pid` from `origin` and returns
+/// their bytes, for the few pages that must be in place before the worker
+/// runs.
+pub fn fetch_blocking(
+    peers: &Peers,
+    origin: &str,
+    pid: i32,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (tx, rx) = mpsc::channel();
+    let mut asked = HashMap::new();
+    for &(start, len) in ranges {
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(MAX_REQUEST_PAGES * PAGE_SIZE);
+            let id = peers.request_pages_blocking(
+                origin,
+                pid,
+                start + off,
+                (n / PAGE_SIZE) as u32,
+                &tx,
+                &wake,
+            )?;
+            asked.insert(id, start + off);
+            off += n;
+        }
+    }
+    let mut out = Vec::with_capacity(asked.len());
+    while !asked.is_empty() {
+        match rx.recv_timeout(super::CALL_TIMEOUT) {
+            Ok(PeerMessage::PageData { req_id, data, .. }) => {
+                if let Some(addr) = asked.remove(&req_id) {
+                    out.push((addr, data));
+                }
+            }
+            Ok(PeerMessage::PageError { message, .. }) => {
+                return Err(format!("fetching memory from {origin}: {message}"))
+            }
+            Ok(_) => {}
+            Err(_) => return Err(format!("{origin} did not send the process's memory")),
+        }
+    }
+    Ok(out)
+}
