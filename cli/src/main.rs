@@ -71,6 +71,10 @@ enum Command {
         to: String,
         #[arg(long)]
         json: bool,
+        /// Fetch memory only when the program touches it (no background
+        /// transfer; the origin keeps its copy until every page is fetched).
+        #[arg(long, hide = true)]
+        no_push: bool,
     },
     /// Send a signal (number or name, default TERM) to a process.
     Kill {
@@ -149,7 +153,12 @@ fn dispatch(target: &Target, command: Command) -> Result<i32> {
             Reply::Inspect { state } => show::inspect(&state, json),
             other => unexpected(other),
         },
-        Command::Migrate { pid, to, json } => match target.call(&Request::Migrate { pid, to })? {
+        Command::Migrate {
+            pid,
+            to,
+            json,
+            no_push,
+        } => match target.call(&Request::Migrate { pid, to, no_push })? {
             Reply::Migrated(report) => show::migration(&report, json),
             other => unexpected(other),
         },

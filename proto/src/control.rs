@@ -31,7 +31,13 @@ pub enum Request {
     /// Capture a process's state (freezing it briefly if it runs).
     Inspect { pid: i32 },
     /// Move a running process to another node (live, post-copy).
-    Migrate { pid: i32, to: String },
+    /// `no_push`: fetch pages only on fault (for measuring faults).
+    Migrate {
+        pid: i32,
+        to: String,
+        #[serde(default)]
+        no_push: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -120,6 +120,7 @@ impl Migrations {
         let me = self.clone();
         let origin = from.to_owned();
         let state = offer.state;
+        let background_push = offer.background_push;
         let setup = move || -> Result<(Worker, PagerHandle), String> {
             let spec = WorkerSpec {
                 pid_ns: None,
@@ -146,6 +147,7 @@ impl Migrations {
                 uffd,
                 regions: layout.anonymous.clone(),
                 at_origin: post,
+                background_push,
             };
             let pager_me = me.clone();
             let pager_origin = origin.clone();

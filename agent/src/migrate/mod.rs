@@ -47,7 +47,14 @@ pub struct Offer {
     pub argv: Vec<String>,
     pub nodes: Vec<String>,
     pub files: Vec<FileReopen>,
+    /// Pull pages in the background (else only on fault).
+    #[serde(default = "yes")]
+    pub background_push: bool,
     pub state: ProcessState,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Calls between agents (JSON in a `Call` frame).
@@ -62,7 +69,12 @@ pub enum PeerCall {
     Abort { pid: i32 },
     /// A user's `popcorn migrate` received by the process's home node,
     /// forwarded to the node it runs on.
-    Migrate { pid: i32, to: String },
+    Migrate {
+        pid: i32,
+        to: String,
+        #[serde(default)]
+        no_push: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,7 +208,10 @@ impl Migrations {
             PeerCall::Offer(offer) => self.accept_offer(from, *offer).await,
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
-            PeerCall::Migrate { pid, to } => self.migrate(pid, &to).await.map(PeerAnswer::Migrated),
+            PeerCall::Migrate { pid, to, no_push } => self
+                .migrate(pid, &to, no_push)
+                .await
+                .map(PeerAnswer::Migrated),
         };
         r.unwrap_or_else(|message| PeerAnswer::Error { message })
     }

@@ -21,11 +21,16 @@ use tracing::{info, warn};
 /// pulling memory.
 const PREVIOUS_MOVE_WAIT: Duration = Duration::from_secs(60);
 
-/// A process migrated from here, until its destination has all its pages.
+/// A process migrating or migrated from here, until its destination has
+/// all its pages.
 pub struct Departed {
     pub to: String,
-    /// The frozen copy serving pages; discarded on `PushDone`.
+    /// The frozen copy serving pages; discarded on `PushDone` once the
+    /// migration is committed.
     pub shadow: Option<Handle>,
+    pub committed: bool,
+    /// `PushDone` arrived before the commit was confirmed.
+    pub push_done: bool,
 }
 
 /// Character devices reopened by path: the same on every Linux machine.
@@ -86,7 +91,12 @@ pub fn carried_files(fds: &[FdState], node: &str) -> Result<Vec<FileReopen>, Str
 
 impl Migrations {
     /// Moves `pid` to `to`; see the module documentation.
-    pub async fn migrate(self: &Arc<Self>, pid: i32, to: &str) -> Result<MigrationReport, String> {
+    pub async fn migrate(
+        self: &Arc<Self>,
+        pid: i32,
+        to: &str,
+        no_push: bool,
+    ) -> Result<MigrationReport, String> {
         let info = self
             .table
             .info(pid)
@@ -106,6 +116,7 @@ impl Migrations {
             let call = encode(&PeerCall::Migrate {
                 pid,
                 to: to.to_owned(),
+                no_push,
             });
             let body = self.peers.call(&info.node, call, CALL_TIMEOUT * 2).await?;
             return match decode(&body)? {
@@ -138,10 +149,14 @@ impl Migrations {
             .ok_or_else(|| format!("process {pid} has exited"))?;
         let t0 = Instant::now();
         let threads = handle.freeze().await?;
-        match self.migrate_frozen(pid, to, &handle, t0, threads).await {
+        match self
+            .migrate_frozen(pid, to, &handle, t0, threads, no_push)
+            .await
+        {
             Ok(r) => Ok(r),
             Err(e) => {
                 self.peers.unexport(to, pid);
+                lock(&self.moved).remove(&pid);
                 if let Err(t) = handle.thaw().await {
                     warn!(pid, "thaw after a failed migration: {t}");
                 }
@@ -161,6 +176,7 @@ impl Migrations {
         handle: &Handle,
         t0: Instant,
         threads: usize,
+        no_push: bool,
     ) -> Result<MigrationReport, String> {
         let info = self
             .table
@@ -181,12 +197,22 @@ impl Migrations {
             None => Some(self.take_stdio(handle).await?),
         };
         self.peers.export(to, pid);
+        lock(&self.moved).insert(
+            pid,
+            Departed {
+                to: to.to_owned(),
+                shadow: Some(handle.clone()),
+                committed: false,
+                push_done: false,
+            },
+        );
         let offer = Offer {
             home: info.origin.clone(),
             uid: info.uid,
             argv: info.argv.clone(),
             nodes: info.nodes.clone(),
             files,
+            background_push: !no_push,
             state,
         };
         let body = encode(&PeerCall::Offer(Box::new(offer)));
@@ -218,13 +244,16 @@ impl Migrations {
                 }
             }
         }
-        lock(&self.moved).insert(
-            pid,
-            Departed {
-                to: to.to_owned(),
-                shadow: Some(handle.clone()),
-            },
-        );
+        let discard_now = match lock(&self.moved).get_mut(&pid) {
+            Some(d) => {
+                d.committed = true;
+                d.push_done
+            }
+            None => false,
+        };
+        if discard_now {
+            self.push_done(to, pid).await;
+        }
         if info.origin == self.node {
             if let Some(hub) = self.hub(pid) {
                 hub.set_location(to);
@@ -310,7 +339,11 @@ impl Migrations {
         let shadow = {
             let mut moved = lock(&self.moved);
             match moved.get_mut(&pid) {
-                Some(d) if d.to == from => d.shadow.take(),
+                Some(d) if d.to == from && d.committed => d.shadow.take(),
+                Some(d) if d.to == from => {
+                    d.push_done = true;
+                    None
+                }
                 _ => None,
             }
         };

@@ -48,6 +48,8 @@ pub struct PagerSpec {
     pub regions: Vec<(u64, u64)>,
     /// `(start, len)` ranges whose content is at the origin.
     pub at_origin: Vec<(u64, u64)>,
+    /// Pull pages in the background, not only on fault.
+    pub background_push: bool,
 }
 
 /// Controls a running pager.
@@ -354,7 +356,7 @@ impl Pager {
     /// Background batches while the program does not fault.
     fn push(&mut self, tx: &mpsc::Sender<PeerMessage>) {
         let pushing = self.inflight.values().filter(|(_, p)| *p).count();
-        if pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() {
+        if !self.spec.background_push || pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() {
             return;
         }
         for r in self.pc.next_push_batch() {
