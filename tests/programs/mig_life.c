@@ -1,9 +1,12 @@
 /* Migration workload: `mig_life TRIGGER`. Before migration it fills a
  * 32 MiB malloc'd block and a 16 MiB mapping with known data, installs a
- * SIGALRM handler and prints "ready". Then, for each phase p = 1, 2, it
+ * SIGALRM handler, arms a 50 ms SIGALRM interval timer and prints
+ * "ready". Then, for each phase p = 1, 2, it
  * waits until the file TRIGGERp exists and checks that a migrated program
  * can still manage its memory, threads and signals, printing one line per
  * check: "OK what" or "FAIL what: why":
+ *  - timer-before (phase 1): the timer armed before the migration still
+ *    ticks (3 more signals), then it is disarmed;
  *  - malloc: large blocks (mmap'd by malloc) and many small ones (brk),
  *    written, verified and freed;
  *  - mmap: new mappings written, partly unmapped, verified; the 16 MiB
@@ -185,6 +188,21 @@ static const char *check_threads(void) {
     return total == want ? NULL : "threads summed the wrong data";
 }
 
+static const char *check_timer_before(void) {
+    sig_atomic_t start = alarms;
+    for (int i = 0; i < 300 && alarms < start + 3; i++)
+        sleep_ms(10);
+    struct itimerval it;
+    getitimer(ITIMER_REAL, &it);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    if (alarms < start + 3)
+        return "the timer armed before the migration stopped";
+    if (it.it_interval.tv_sec != 0 || it.it_interval.tv_usec != 50000)
+        return "the timer's interval changed";
+    return NULL;
+}
+
 static const char *check_alarm(void) {
     alarms = 0;
     struct itimerval it = {{0, 10000}, {0, 10000}};
@@ -218,6 +236,8 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_alarm;
     sa.sa_flags = SA_RESTART;
     sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {{0, 50000}, {0, 50000}};
+    setitimer(ITIMER_REAL, &it, NULL);
     printf("ready\n");
     fflush(stdout);
     for (int phase = 1; phase <= 2; phase++) {
@@ -225,6 +245,8 @@ int main(int argc, char **argv) {
         snprintf(trigger, sizeof trigger, "%s%d", argv[1], phase);
         while (access(trigger, F_OK) != 0)
             sleep_ms(5);
+        if (phase == 1)
+            report("timer-before", check_timer_before());
         report("malloc", check_malloc(phase));
         report("mmap", check_mmap(phase));
         report("realloc", check_realloc());

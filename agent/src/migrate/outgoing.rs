@@ -183,6 +183,7 @@ impl Migrations {
             .info(pid)
             .ok_or_else(|| format!("process {pid} vanished from the table"))?;
         let state = handle.capture().await?;
+        let itimers = handle.itimers().await?;
         let files = carried_files(&state.fds, &self.node)?;
         let relay = lock(&self.hosted).get(&pid).cloned();
         let real_stdio = match &relay {
@@ -212,6 +213,7 @@ impl Migrations {
             argv: info.argv.clone(),
             nodes: info.nodes.clone(),
             files,
+            itimers,
             background_push: !no_push,
             state,
         };
