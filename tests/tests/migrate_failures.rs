@@ -234,3 +234,75 @@ fn origin_agent_dies_after_the_push() {
     eprintln!("took {:?}", started.elapsed());
     finishes_intact(run, COUNT);
 }
+
+#[test]
+fn restore_error_at_the_destination_thaws_the_origin() {
+    let c = cluster("mgrst", 2);
+    let started = Instant::now();
+    // A directory with a tmpfs mounted over it in node a's mount namespace
+    // only: a file opened there cannot be reopened on b.
+    let dir = std::env::temp_dir().join(format!("popcorn-mgrst-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let out = c
+        .exec("a", &["mount", "-t", "tmpfs", "popcorn-test", d])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    const COUNT: usize = 300;
+    let input = std::env::temp_dir().join(format!("popcorn-mgrst-{}.in", std::process::id()));
+    let records: String = (0..COUNT).map(|i| format!("{i:07}\n")).collect();
+    std::fs::write(&input, records).unwrap();
+    let out_path = dir.join("out.txt");
+    let prog = program("mig_append");
+    let mut run = Client::run(
+        &c,
+        "a",
+        &[
+            prog.to_str().unwrap(),
+            &COUNT.to_string(),
+            out_path.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    run.wait_for("count 20", Duration::from_secs(20));
+    let pid = wait_pid(&c, "a", "mig_append");
+
+    let err = fails_with(
+        migrate(&c, "a", pid, "b"),
+        &[
+            "node 'b' could not restore it",
+            "fd 3",
+            out_path.to_str().unwrap(),
+            &format!("process {pid} keeps running on node 'a'"),
+        ],
+    );
+    eprintln!("{err}");
+    still_running_on(&c, &mut run, pid, "a");
+
+    let done = run.finish(Duration::from_secs(30));
+    eprintln!("took {:?}", started.elapsed());
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{:?} {}",
+        done.lines,
+        done.stderr
+    );
+    assert_counts(&done.lines, COUNT);
+    // The file (visible in a's namespace only) has every line once.
+    let out = c
+        .exec("a", &["cat", out_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let want: String = (0..COUNT).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let _ = c.exec("a", &["umount", d]).output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&input);
+}
