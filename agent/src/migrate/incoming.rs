@@ -11,7 +11,7 @@ use popcorn_checkpoint::restore::{
     lay_out, restore_process_state, spawn_worker, Worker, WorkerSpec,
 };
 use popcorn_checkpoint::FrozenProcess;
-use popcorn_dsm::uffd::Uffd;
+use popcorn_dsm::uffd::{self, Uffd};
 use popcorn_proto::control::{ProcessInfo, ProcessStateKind};
 use popcorn_proto::wire::PeerMessage;
 use std::ffi::CString;
@@ -87,7 +87,11 @@ fn uffd_in(worker: &mut FrozenProcess) -> Result<Uffd, String> {
     worker
         .inject_syscall(tid, SYS_CLOSE, [fd as u64, 0, 0, 0, 0, 0])
         .map_err(|e| e.to_string())?;
-    Uffd::adopt_postcopy(ours).map_err(|e| e.to_string())
+    // Fork events too: the pager fills a child forked before every page
+    // has arrived (it would otherwise read zeros).
+    let avail = uffd::supported_features().map_err(|e| e.to_string())?;
+    let features = (uffd::POSTCOPY_FEATURES | uffd::feature::EVENT_FORK) & avail;
+    Uffd::adopt(ours, features).map_err(|e| e.to_string())
 }
 
 impl Migrations {

@@ -13,7 +13,7 @@ use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
 use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
 use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -25,6 +25,19 @@ const PUSH_IN_FLIGHT: usize = 2;
 const FAULT_WINDOW: u64 = 4;
 /// How long the origin may stay unreachable before the process is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+
+/// `_IOWR(0xAA, 0x03, struct uffdio_copy)`.
+const UFFDIO_COPY: u64 = 0xc028_aa03;
+
+/// `struct uffdio_copy`.
+#[repr(C)]
+struct UffdioCopy {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    copy: i64,
+}
 
 /// Largest request (4 MiB), well inside one `PageData` frame.
 const MAX_REQUEST_PAGES: u64 = 1024;
@@ -204,12 +217,9 @@ impl Pager {
                 }
                 Event::Remap { from, to, len } => self.remap(from, to, len),
                 Event::Fork { ufd } => {
-                    warn!(
-                        pid = self.spec.pid,
-                        "fork during post-copy: the child's missing pages read as zero"
-                    );
                     // SAFETY: the event handed us this descriptor to own.
-                    unsafe { libc::close(ufd) };
+                    let child = unsafe { OwnedFd::from_raw_fd(ufd) };
+                    self.fill_child(&child);
                 }
                 Event::Unknown(kind) => debug!(kind, "unknown uffd event"),
             }
@@ -362,6 +372,88 @@ impl Pager {
         for r in self.pc.next_push_batch() {
             self.request(r, true, tx);
         }
+    }
+
+    /// A child forked while pages are still at the origin has none of
+    /// them, and once its userfaultfd (`child`) is closed they would read
+    /// as zeros. Every page still missing here is fetched and copied into
+    /// the child first; its faults wait meanwhile, and so do the parent's.
+    fn fill_child(&mut self, child: &OwnedFd) {
+        use popcorn_dsm::postcopy::PageState;
+        let pid = self.spec.pid;
+        let mut ranges: Vec<(u64, u64)> = self.spec.regions.clone();
+        ranges.extend(self.remaps.iter().map(|&(to, _, len)| (to, to + len)));
+        ranges.sort_unstable();
+        // Runs `(local start, origin start, len)` of missing pages.
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+        let mut done_to = 0;
+        for (start, end) in ranges {
+            let mut a = start.max(done_to);
+            while a < end {
+                if matches!(
+                    self.pc.state(a),
+                    Some(PageState::AtOrigin | PageState::InFlight)
+                ) {
+                    let from = self.origin_addr(a);
+                    match runs.last_mut() {
+                        Some((l, o, len)) if *l + *len == a && *o + *len == from => {
+                            *len += PAGE_SIZE
+                        }
+                        _ => runs.push((a, from, PAGE_SIZE)),
+                    }
+                }
+                a += PAGE_SIZE;
+            }
+            done_to = done_to.max(end);
+        }
+        let pages: u64 = runs.iter().map(|r| r.2 / PAGE_SIZE).sum();
+        if pages == 0 {
+            return;
+        }
+        let asked: Vec<(u64, u64)> = runs.iter().map(|&(_, o, len)| (o, len)).collect();
+        let data = match fetch_blocking(&self.spec.peers, &self.spec.origin, pid, &asked) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(
+                    pid,
+                    "fork during post-copy: {e}; the child's missing pages read as zero"
+                );
+                return;
+            }
+        };
+        let mut copied = 0;
+        for (origin, bytes) in data {
+            let Some(&(l, o, _)) = runs
+                .iter()
+                .find(|&&(_, o, len)| origin >= o && origin < o + len)
+            else {
+                continue;
+            };
+            let mut c = UffdioCopy {
+                dst: origin - o + l,
+                src: bytes.as_ptr() as u64,
+                len: bytes.len() as u64,
+                mode: 0,
+                copy: 0,
+            };
+            // SAFETY: `c` is a valid uffdio_copy whose source buffer lives
+            // across the call; the kernel writes only `c.copy`.
+            let r = unsafe { libc::ioctl(child.as_raw_fd(), UFFDIO_COPY as _, &mut c) };
+            if r == 0 {
+                copied += bytes.len() as u64 / PAGE_SIZE;
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                // The child exited or exec'd: nothing left to fill.
+                break;
+            }
+            debug!(pid, dst = c.dst, "filling a forked child: {e}");
+        }
+        info!(
+            pid,
+            pages, copied, "forked during post-copy: the child got its missing pages"
+        );
     }
 
     /// The program moved `[from, from+len)` to `to`: pages still at the
