@@ -60,8 +60,12 @@ fn one_gib_arrives_intact_and_downtime_is_flat() {
     let big = fill_migrate_check(&c, 1024, "big");
     let small_max = small.iter().copied().max().unwrap_or(0);
     eprintln!("downtime: 16 MiB {small:?} us, 1 GiB {big} us");
+    // Debug build on a shared machine: 16 MiB moves in 13-27 ms, 1 GiB in
+    // 34-60 ms (the restore registers and tracks 64 times more pages). A
+    // downtime proportional to memory would be seconds: pulling the 1 GiB
+    // after the move takes over 10 s here.
     assert!(
-        big < 3 * small_max + 20_000,
+        big < 3 * small_max + 40_000,
         "downtime grows with memory: 1 GiB {big} us vs 16 MiB {small:?} us"
     );
 }
