@@ -350,3 +350,38 @@ pub fn cluster(name: &str, nodes: usize) -> TestCluster {
     }
     c
 }
+
+/// Host PIDs of the processes in `node`'s PID namespace that the node
+/// knows as `pid` (a running process, or a frozen copy an origin keeps).
+pub fn processes_in_node(c: &TestCluster, node: &str, pid: i32) -> Vec<i32> {
+    let agent = c.agent_pid(node).expect("agent running");
+    let ns = std::fs::read_link(format!("/proc/{agent}/ns/pid")).expect("agent pid ns");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&p| {
+            std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                .ok()
+                .as_ref()
+                == Some(&ns)
+                && crate::cluster::ns_pid(p) == Some(pid)
+                && crate::cluster::alive(p)
+        })
+        .collect()
+}
+
+/// Waits until `node` keeps nothing of process `pid`.
+pub fn wait_nothing_left(c: &TestCluster, node: &str, pid: i32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = processes_in_node(c, node, pid);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} still has process {pid} (host PIDs {left:?}) {timeout:?} after it ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -7,7 +7,9 @@
 //! on a process whose memory is fetched only on fault (`--no-push`), so
 //! the checks unmap and move pages that are still at the origin.
 
-use popcorn_tests::migrate::{cluster, migrate_ok, migrate_result, wait_pid, Client};
+use popcorn_tests::migrate::{
+    cluster, migrate_ok, migrate_result, wait_nothing_left, wait_pid, Client,
+};
 use popcorn_tests::program;
 use std::time::{Duration, Instant};
 
@@ -84,7 +86,8 @@ fn memory_threads_and_timers_work_after_migration() {
 
 /// A child forked while pages are still at the origin gets its parent's
 /// data, not zeros (it used to: the pager did not follow forks), right
-/// after a default migration and with `--no-push`.
+/// after a default migration and with `--no-push`; a shell script that
+/// forks a command per line runs on after a `--no-push` move.
 #[test]
 fn child_forked_after_migration_sees_the_parents_memory() {
     let c = cluster("mgfork", 2);
@@ -110,5 +113,34 @@ fn child_forked_after_migration_sees_the_parents_memory() {
             done.stderr
         );
         assert_eq!(done.status.code(), Some(0));
+        // The origin dropped its frozen copy even though not every page
+        // was pulled (it used to keep it, and the caller's stdout, forever).
+        wait_nothing_left(&c, "a", pid, Duration::from_secs(5));
     }
+
+    // A shell script forking a command per line, moved with its memory
+    // fetched only on fault: every fork happens during post-copy.
+    let script = "i=0; while [ $i -lt 100 ]; do i=$((i+1)); /bin/echo line $i; done; exit 4";
+    let slow = format!("read go; {script}");
+    let mut run = Client::run(&c, "a", &["/bin/sh", "-c", &slow]);
+    let pid = wait_pid(&c, "a", "sh");
+    let pid_s = pid.to_string();
+    let out = c
+        .popcorn_direct(
+            "a",
+            &["migrate", &pid_s, "--to", "b", "--json", "--no-push"],
+        )
+        .output()
+        .unwrap();
+    migrate_result(&out).unwrap_or_else(|e| panic!("migrate the shell: {e}"));
+    let t = std::time::Instant::now();
+    run.write_stdin(b"go\n");
+    let done = run.finish(Duration::from_secs(30));
+    eprintln!("shell: 100 forks in {:?}", t.elapsed());
+    // The output ends with the process: nothing at the origin holds it.
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    wait_nothing_left(&c, "a", pid, Duration::from_secs(5));
+    let want: Vec<String> = (1..=100).map(|i| format!("line {i}")).collect();
+    assert_eq!(done.lines, want, "stderr: {}", done.stderr);
+    assert_eq!(done.status.code(), Some(4), "stderr: {}", done.stderr);
 }

@@ -74,7 +74,8 @@ pub struct PagerHandle {
 }
 
 /// Builds the page state and starts the pager thread; `on_done` runs on
-/// that thread once every page has arrived (or the process is gone).
+/// that thread when it ends, with `true` once the origin's frozen copy is
+/// no longer needed (every page has arrived, or the process is gone).
 pub fn start(
     spec: PagerSpec,
     on_done: impl FnOnce(bool) + Send + 'static,
@@ -130,8 +131,9 @@ struct Pager {
 }
 
 impl Pager {
-    /// Serves until every page is here (true) or it is stopped or the
-    /// process is gone (false).
+    /// Serves until every page is here or the process is gone (true: the
+    /// origin may drop its frozen copy), or until it is stopped or fails
+    /// (false).
     fn run(&mut self, stop: &AtomicBool) -> bool {
         let (tx, rx) = mpsc::channel::<PeerMessage>();
         let pid = self.spec.pid;
@@ -167,8 +169,9 @@ impl Pager {
                 self.wake.drain();
             }
             if !faults_ready && !woken && !popcorn_checkpoint::process_exists(pid) {
+                // Its frozen copy at the origin is no longer needed either.
                 debug!(pid, "process gone: pager ends");
-                return false;
+                return true;
             }
             let mut faulted = false;
             if faults_ready {
