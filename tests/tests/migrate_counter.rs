@@ -3,7 +3,7 @@
 //! exit status comes back, and `popcorn ps` shows where it runs.
 
 use popcorn_tests::migrate::{
-    assert_counts, cluster, migrate_ok, ps_entry, value, wait_pid, Client,
+    assert_counts, cluster, migrate_ok, ps_entry, value, wait_nothing_left, wait_pid, Client,
 };
 use popcorn_tests::program;
 use std::time::{Duration, Instant};
@@ -57,6 +57,10 @@ fn counter_moves_back_and_forth_without_gap_or_duplicate() {
         done.lines
     );
     assert!(done.stderr.is_empty(), "stderr: {}", done.stderr);
+    // Nothing left of it on either node (no frozen copy kept anywhere).
+    for node in ["a", "b"] {
+        wait_nothing_left(&c, node, pid, Duration::from_secs(5));
+    }
     // Gone from the tables once it has exited.
     let deadline = Instant::now() + Duration::from_secs(5);
     while ps_entry(&c, "a", pid).is_some_and(|e| e["state"] == "running") {

@@ -4,7 +4,9 @@
 //! is complete.
 
 use popcorn_tests::cluster::TestCluster;
-use popcorn_tests::migrate::{assert_counts, cluster, migrate_ok, ps_entry, wait_pid, Client};
+use popcorn_tests::migrate::{
+    assert_counts, cluster, migrate_ok, ps_entry, wait_nothing_left, wait_pid, Client,
+};
 use popcorn_tests::program;
 use std::time::{Duration, Instant};
 
@@ -20,8 +22,12 @@ fn counter_on_b(c: &TestCluster) -> (Client, i32) {
     (run, pid)
 }
 
-/// The process is no longer listed as running on either node.
+/// The process is no longer listed as running on either node, and nothing
+/// of it is left there.
 fn gone(c: &TestCluster, pid: i32) {
+    for node in ["a", "b"] {
+        wait_nothing_left(c, node, pid, Duration::from_secs(5));
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     for node in ["a", "b"] {
         while ps_entry(c, node, pid).is_some_and(|e| e["state"] != "exited") {
