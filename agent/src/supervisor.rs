@@ -11,7 +11,7 @@
 
 use crate::sys::{self, EventFd};
 use popcorn_checkpoint::restore::Worker;
-use popcorn_checkpoint::{FrozenProcess, ProcessState};
+use popcorn_checkpoint::{FrozenProcess, PageScan, ProcessState};
 use popcorn_proto::control::ExitStatus;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command as ProcessCommand, Stdio};
@@ -29,7 +29,7 @@ pub enum Request {
     Thaw(Reply<()>),
     Inspect(Reply<serde_json::Value>),
     /// Full state of the frozen process (for a migration).
-    Capture(Reply<Box<ProcessState>>),
+    Capture(PageScan, Reply<Box<ProcessState>>),
     /// A duplicate of one of the frozen process's descriptors.
     DupFd(i32, Reply<OwnedFd>),
     /// Kill the frozen process and end the supervisor without reporting an
@@ -67,8 +67,8 @@ impl Handle {
         self.ask(Request::Inspect).await
     }
 
-    pub async fn capture(&self) -> Result<ProcessState, String> {
-        self.ask(Request::Capture).await.map(|b| *b)
+    pub async fn capture(&self, scan: PageScan) -> Result<ProcessState, String> {
+        self.ask(|r| Request::Capture(scan, r)).await.map(|b| *b)
     }
 
     pub async fn dup_fd(&self, fd: i32) -> Result<OwnedFd, String> {
@@ -428,9 +428,12 @@ fn handle(pid: i32, req: Request, frozen: &mut Option<FrozenProcess>, events: &d
             };
             let _ = reply.send(r);
         }
-        Request::Capture(reply) => {
+        Request::Capture(scan, reply) => {
             let r = match frozen {
-                Some(f) => f.capture().map(Box::new).map_err(|e| e.to_string()),
+                Some(f) => f
+                    .capture_with(scan)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string()),
                 None => Err(format!("process {pid} is not frozen")),
             };
             let _ = reply.send(r);

@@ -15,7 +15,6 @@ use popcorn_proto::control::{ProcessInfo, ProcessStateKind};
 use popcorn_proto::wire::PeerMessage;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -94,6 +93,7 @@ impl Migrations {
         self: &Arc<Self>,
         from: &str,
         offer: Offer,
+        attached: &[u8],
     ) -> Result<PeerAnswer, String> {
         let started = Instant::now();
         let pid = offer.state.pid;
@@ -120,6 +120,15 @@ impl Migrations {
         let me = self.clone();
         let origin = from.to_owned();
         let state = offer.state;
+        let mut pages = Vec::with_capacity(offer.attached.len());
+        let mut at = 0usize;
+        for &(addr, len) in &offer.attached {
+            let Some(bytes) = attached.get(at..at + len as usize) else {
+                return Err("the offer's attached pages are truncated".into());
+            };
+            pages.push((addr, bytes.to_vec()));
+            at += len as usize;
+        }
         let background_push = offer.background_push;
         let setup = move || -> Result<(Worker, PagerHandle), String> {
             let spec = WorkerSpec {
@@ -127,26 +136,47 @@ impl Migrations {
                 pid: Some(pid),
                 fds: fds.iter().map(|(f, n)| (f.as_raw_fd(), *n)).collect(),
             };
+            let t = Instant::now();
             let mut w = spawn_worker(&spec).map_err(|e| e.to_string())?;
             drop(fds);
+            let spawned_us = t.elapsed().as_micros() as u64;
             let layout = lay_out(&mut w.process, &state).map_err(|e| e.to_string())?;
+            let laid_out_us = t.elapsed().as_micros() as u64;
             let uffd = uffd_in(&mut w.process)?;
             for &(s, e) in &layout.anonymous {
                 uffd.register(s, e - s)
                     .map_err(|e| format!("userfaultfd register {s:#x}: {e}"))?;
             }
-            let (post, eager) = layout.split_copy();
-            for (addr, data) in pager::fetch_blocking(&me.peers, &origin, pid, &eager)? {
-                popcorn_checkpoint::write_memory(w.process.pid(), addr, &data)
+            let registered_us = t.elapsed().as_micros() as u64;
+            let (_, eager) = layout.split_copy();
+            // Attached pages first; anything else is fetched now.
+            let (sent, missing): (Vec<_>, Vec<_>) = eager.iter().partition(|&&(s, l)| {
+                pages
+                    .iter()
+                    .any(|(a, d)| *a <= s && s + l <= *a + d.len() as u64)
+            });
+            let fetched = pager::fetch_blocking(&me.peers, &origin, pid, &missing)?;
+            for (addr, data) in pages
+                .iter()
+                .filter(|(a, d)| {
+                    sent.iter()
+                        .any(|&(s, l)| *a <= s && s + l <= *a + d.len() as u64)
+                })
+                .chain(fetched.iter())
+            {
+                popcorn_checkpoint::write_memory(w.process.pid(), *addr, data)
                     .map_err(|e| format!("writing {addr:#x} in the worker: {e}"))?;
             }
+            let eager_us = t.elapsed().as_micros() as u64;
             let spec = PagerSpec {
                 pid: w.process.pid(),
                 origin: origin.clone(),
                 peers: me.peers.clone(),
                 uffd,
                 regions: layout.anonymous.clone(),
-                at_origin: post,
+                // The origin's population map of anonymous memory comes
+                // after the resume; until then every page may hold data.
+                at_origin: layout.anonymous.iter().map(|&(s, e)| (s, e - s)).collect(),
                 background_push,
             };
             let pager_me = me.clone();
@@ -156,9 +186,18 @@ impl Migrations {
                 let _ = done_tx.send(true);
             })?;
             if let Err(e) = restore_process_state(&mut w.process, &state, &layout) {
-                pager.stop.store(true, Ordering::Relaxed);
+                pager.stop();
                 return Err(e.to_string());
             }
+            info!(
+                pid,
+                spawned_us,
+                laid_out_us,
+                registered_us,
+                eager_us,
+                restored_us = t.elapsed().as_micros() as u64,
+                "restore steps"
+            );
             Ok((w, pager))
         };
         let events = self.table.events();
@@ -233,15 +272,13 @@ impl Migrations {
         };
         let home = p.info.origin.clone();
         lock(&self.hosted).insert(pid, p.relay);
-        if *p.done.borrow() {
-            lock(&self.pagers).remove(&pid);
-        } else {
-            lock(&self.pagers).insert(pid, p.done);
+        p.pager.resume();
+        if !*p.done.borrow() {
+            lock(&self.pagers).insert(pid, (p.done, p.pager));
         }
         lock(&self.moved).remove(&pid);
         self.table.insert_hosted(p.info, p.handle, p.pidfd);
         p.commit.go();
-        drop(p.pager);
         info!(pid, from, "resumed");
         if home == self.node {
             if let Some(hub) = self.hub(pid) {
@@ -274,7 +311,7 @@ impl Migrations {
             };
         };
         warn!(pid, from = %p.from, "migration abandoned: {why}");
-        p.pager.stop.store(true, Ordering::Relaxed);
+        p.pager.stop();
         drop(p.commit);
         PeerAnswer::Aborted
     }

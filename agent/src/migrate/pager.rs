@@ -6,6 +6,7 @@
 //! every page is here the origin is told and the uffd is closed, so the
 //! process no longer depends on the origin.
 
+use super::PopulatedVma;
 use crate::peers::Peers;
 use crate::sys::{self, EventFd};
 use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
@@ -52,12 +53,40 @@ pub struct PagerSpec {
     pub background_push: bool,
 }
 
+/// How long the pusher waits for the origin's population map before it
+/// pulls everything.
+const MAP_WAIT: Duration = Duration::from_secs(2);
+
 /// Controls a running pager.
 pub struct PagerHandle {
-    pub stop: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    resumed: Arc<AtomicBool>,
+    wake: Arc<EventFd>,
+    maps: mpsc::Sender<Vec<PopulatedVma>>,
     pub stats: Arc<PagerStats>,
     pub pages_at_origin: u64,
     pub pages_zero: u64,
+}
+
+impl PagerHandle {
+    /// The process runs: start the background transfer (held back until
+    /// then so the link is free for the restore and the commit).
+    pub fn resume(&self) {
+        self.resumed.store(true, Ordering::Relaxed);
+        self.wake.wake();
+    }
+
+    /// The origin's population map of the anonymous mappings.
+    pub fn populated(&self, vmas: Vec<PopulatedVma>) {
+        let _ = self.maps.send(vmas);
+        self.wake.wake();
+    }
+
+    /// Ends the pager (the restore was abandoned).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.wake();
+    }
 }
 
 /// Builds the page state and starts the pager thread; `on_done` runs on
@@ -75,14 +104,19 @@ pub fn start(
         pc.mark_at_origin(s, s + len).map_err(|e| e.to_string())?;
     }
     let c = pc.counts();
+    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (maps_tx, maps) = mpsc::channel();
     let handle = PagerHandle {
         stop: Arc::new(AtomicBool::new(false)),
+        resumed: Arc::new(AtomicBool::new(false)),
+        wake: wake.clone(),
+        maps: maps_tx,
         stats: Arc::new(PagerStats::default()),
         pages_at_origin: c.at_origin,
         pages_zero: c.not_touched,
     };
-    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
     let stop = handle.stop.clone();
+    let resumed = handle.resumed.clone();
     let stats = handle.stats.clone();
     std::thread::Builder::new()
         .name(format!("pager-{}", spec.pid))
@@ -93,6 +127,10 @@ pub fn start(
                 wake,
                 inflight: HashMap::new(),
                 remaps: Vec::new(),
+                resumed,
+                resumed_at: None,
+                maps,
+                map_known: false,
                 stats,
                 failing_since: None,
             };
@@ -112,6 +150,12 @@ struct Pager {
     /// `(new start, old start, len)` of regions the program moved (mremap):
     /// their pages are fetched from the old address at the origin.
     remaps: Vec<(u64, u64, u64)>,
+    /// The process runs (background transfer allowed).
+    resumed: Arc<AtomicBool>,
+    resumed_at: Option<Instant>,
+    maps: mpsc::Receiver<Vec<PopulatedVma>>,
+    /// The origin's population map arrived (or was waited for long enough).
+    map_known: bool,
     stats: Arc<PagerStats>,
     failing_since: Option<Instant>,
 }
@@ -169,6 +213,9 @@ impl Pager {
             }
             while let Ok(msg) = rx.try_recv() {
                 self.arrived(msg);
+            }
+            while let Ok(vmas) = self.maps.try_recv() {
+                self.apply_map(&vmas);
             }
             if !faulted {
                 self.push(&tx);
@@ -353,8 +400,40 @@ impl Pager {
         }
     }
 
-    /// Background batches while the program does not fault.
+    /// Pages the origin never populated become local zero-fills.
+    fn apply_map(&mut self, vmas: &[PopulatedVma]) {
+        let mut zeroed = 0;
+        for v in vmas {
+            let mut at = v.start;
+            for &(s, len) in &v.populated {
+                if s > at {
+                    zeroed += self.pc.on_origin_untouched(at, s);
+                }
+                at = at.max(s + len);
+            }
+            if at < v.end {
+                zeroed += self.pc.on_origin_untouched(at, v.end);
+            }
+        }
+        self.map_known = true;
+        debug!(
+            pid = self.spec.pid,
+            zeroed,
+            remaining = self.pc.remaining(),
+            "population map applied"
+        );
+    }
+
+    /// Background batches while the program does not fault, once it runs
+    /// and the population map is known.
     fn push(&mut self, tx: &mpsc::Sender<PeerMessage>) {
+        if !self.resumed.load(Ordering::Relaxed) {
+            return;
+        }
+        let since = *self.resumed_at.get_or_insert_with(Instant::now);
+        if !self.map_known && since.elapsed() < MAP_WAIT {
+            return;
+        }
         let pushing = self.inflight.values().filter(|(_, p)| *p).count();
         if !self.spec.background_push || pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() {
             return;
