@@ -79,6 +79,8 @@ pub enum PeerCall {
         to: String,
         #[serde(default)]
         no_push: bool,
+        #[serde(default)]
+        wait: bool,
     },
 }
 
@@ -235,8 +237,13 @@ impl Migrations {
             PeerCall::Offer(offer) => self.accept_offer(from, *offer, attached).await,
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
-            PeerCall::Migrate { pid, to, no_push } => self
-                .migrate(pid, &to, no_push)
+            PeerCall::Migrate {
+                pid,
+                to,
+                no_push,
+                wait,
+            } => self
+                .migrate(pid, &to, no_push, wait)
                 .await
                 .map(PeerAnswer::Migrated),
         };

@@ -22,6 +22,8 @@ use tracing::{info, warn};
 /// How long a migration waits for the process's previous move to finish
 /// pulling memory.
 const PREVIOUS_MOVE_WAIT: Duration = Duration::from_secs(60);
+/// How long `migrate --wait` waits for the memory transfer.
+const TRANSFER_WAIT: Duration = Duration::from_secs(600);
 
 /// A process migrating or migrated from here, until its destination has
 /// all its pages.
@@ -33,6 +35,8 @@ pub struct Departed {
     pub committed: bool,
     /// `PushDone` arrived before the commit was confirmed.
     pub push_done: bool,
+    /// Turns `true` on `PushDone`.
+    pub done: tokio::sync::watch::Sender<bool>,
 }
 
 /// Character devices reopened by path: the same on every Linux machine.
@@ -127,6 +131,7 @@ impl Migrations {
         pid: i32,
         to: &str,
         no_push: bool,
+        wait: bool,
     ) -> Result<MigrationReport, String> {
         let info = self
             .table
@@ -148,6 +153,7 @@ impl Migrations {
                 pid,
                 to: to.to_owned(),
                 no_push,
+                wait,
             });
             let body = self.peers.call(&info.node, call, CALL_TIMEOUT * 2).await?;
             return match decode(&body)? {
@@ -184,6 +190,21 @@ impl Migrations {
             .migrate_frozen(pid, to, &handle, t0, threads, no_push)
             .await
         {
+            Ok(mut r) if wait => {
+                let resumed = Instant::now();
+                let done = lock(&self.moved).get(&pid).map(|d| d.done.subscribe());
+                if let Some(mut done) = done {
+                    let all = done.wait_for(|d| *d);
+                    if tokio::time::timeout(TRANSFER_WAIT, all).await.is_err() {
+                        return Err(format!(
+                            "process {pid} runs on '{to}', but its memory was not all there after {} s",
+                            TRANSFER_WAIT.as_secs()
+                        ));
+                    }
+                }
+                r.transfer_ms = Some(resumed.elapsed().as_millis() as u64);
+                Ok(r)
+            }
             Ok(r) => Ok(r),
             Err(e) => {
                 self.peers.unexport(to, pid);
@@ -237,6 +258,7 @@ impl Migrations {
                 shadow: Some(handle.clone()),
                 committed: false,
                 push_done: false,
+                done: tokio::sync::watch::Sender::new(false),
             },
         );
         let (attached, data) = attach_file_pages(pid, &state);
@@ -333,6 +355,7 @@ impl Migrations {
             bytes_before_resume: offer_bytes,
             pages_at_origin,
             pages_zero,
+            transfer_ms: None,
         };
         info!(?report, "migrated");
         Ok(report)
@@ -436,6 +459,9 @@ impl Migrations {
         self.peers.unexport(from, pid);
         let shadow = {
             let mut moved = lock(&self.moved);
+            if let Some(d) = moved.get(&pid).filter(|d| d.to == from) {
+                d.done.send_replace(true);
+            }
             match moved.get_mut(&pid) {
                 Some(d) if d.to == from && d.committed => d.shadow.take(),
                 Some(d) if d.to == from => {
