@@ -1,0 +1,379 @@
+//! Loading and attaching the programs, the managed set, and reading the
+//! kernel maps into snapshots and events.
+
+use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use crate::error::EbpfError;
+use crate::raw::{self, RangeKey, ThreadState, ThreadStats};
+use crate::snapshot::{Counters, ProcessEvent, RangeFaults, Snapshot, ThreadFigures};
+
+static TRACER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer.bpf.o"));
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// Every hook: (program, BTF tracepoint, required). `page_fault_user` is an
+/// x86-only tracepoint: without it tracing runs with zero fault counts.
+pub const HOOKS: &[(&str, &str, bool)] = &[
+    ("page_fault_user", "page_fault_user", false),
+    ("sched_switch", "sched_switch", true),
+    ("sched_wakeup", "sched_wakeup", true),
+    ("sched_wakeup_new", "sched_wakeup_new", true),
+    ("sched_process_fork", "sched_process_fork", true),
+    ("sched_process_exec", "sched_process_exec", true),
+    ("sched_process_exit", "sched_process_exit", true),
+];
+
+/// Tunables of the BPF side, fixed at load.
+#[derive(Clone, Copy, Debug)]
+pub struct TracerConfig {
+    /// Ring-buffer bytes waiting before the BPF side forces a wake-up;
+    /// below it, writers never wake the reader (it polls).
+    pub wake_threshold: u64,
+    /// log2 of the size of the address ranges faults are counted by.
+    pub range_shift: u32,
+}
+
+impl Default for TracerConfig {
+    fn default() -> Self {
+        TracerConfig {
+            wake_threshold: 64 * 1024,
+            range_shift: 21,
+        }
+    }
+}
+
+/// The loaded and attached tracer. Dropping it detaches every program.
+pub struct Tracer {
+    managed: HashMap<MapData, u32, u8>,
+    threads: PerCpuHashMap<MapData, u32, ThreadStats>,
+    state: HashMap<MapData, u32, ThreadState>,
+    ranges: PerCpuHashMap<MapData, RangeKey, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    events: RingBuf<MapData>,
+    range_shift: u32,
+    missing_hooks: Vec<&'static str>,
+    // Owns the programs and their links; last so maps are released first.
+    _bpf: Ebpf,
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
+    move |source| EbpfError::Map { name, source }
+}
+
+fn take<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = bpf
+        .take_map(name)
+        .ok_or(EbpfError::Missing { kind: "map", name })?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+/// Collects a map iterator, skipping entries deleted while iterating.
+fn collect<K, V>(
+    name: &'static str,
+    it: impl Iterator<Item = Result<(K, V), MapError>>,
+) -> Result<Vec<(K, V)>, EbpfError> {
+    let mut out = Vec::new();
+    for item in it {
+        match item {
+            Ok(kv) => out.push(kv),
+            Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(EbpfError::Map { name, source }),
+        }
+    }
+    Ok(out)
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) | Err(MapError::ElementNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+/// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
+    // exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Tracer {
+    /// Loads and attaches everything with the default configuration.
+    /// On a machine that cannot trace the error's
+    /// [`is_unavailable`](EbpfError::is_unavailable) is true.
+    pub fn load() -> Result<Tracer, EbpfError> {
+        Tracer::load_with(TracerConfig::default())
+    }
+
+    /// Loads and attaches everything.
+    pub fn load_with(config: TracerConfig) -> Result<Tracer, EbpfError> {
+        if !std::path::Path::new(BTF_PATH).exists() {
+            return Err(EbpfError::NoBtf { path: BTF_PATH });
+        }
+        let btf = Btf::from_sys_fs()?;
+        let mut bpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("WAKE_THRESHOLD", &config.wake_threshold, true)
+            .override_global("RANGE_SHIFT", &config.range_shift, true)
+            .load(TRACER_OBJ)
+            .map_err(|e| EbpfError::Load(e).classify())?;
+
+        let mut missing_hooks = Vec::new();
+        for &(name, hook, required) in HOOKS {
+            match attach(&mut bpf, &btf, name, hook).map_err(EbpfError::classify) {
+                Ok(()) => {}
+                Err(e) if !required && !e.is_unavailable() => {
+                    tracing::warn!(error = %e, hook, "optional eBPF hook not attached; its figures stay zero");
+                    missing_hooks.push(hook);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let tracer = Tracer {
+            managed: take(&mut bpf, "MANAGED")?,
+            threads: take(&mut bpf, "THREADS")?,
+            state: take(&mut bpf, "THREAD_STATE")?,
+            ranges: take(&mut bpf, "FAULT_RANGES")?,
+            counters: take(&mut bpf, "COUNTERS")?,
+            events: take(&mut bpf, "EVENTS")?,
+            range_shift: config.range_shift,
+            missing_hooks,
+            _bpf: bpf,
+        };
+        tracing::info!(
+            hooks = HOOKS.len() - tracer.missing_hooks.len(),
+            missing = ?tracer.missing_hooks,
+            "eBPF tracer attached"
+        );
+        Ok(tracer)
+    }
+
+    /// Hooks that could not attach (optional ones only).
+    pub fn missing_hooks(&self) -> &[&'static str] {
+        &self.missing_hooks
+    }
+
+    /// Starts tracing process `tgid`; the processes it forks from now on are
+    /// followed inside the kernel.
+    pub fn manage(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        if tgid == 0 {
+            return Err(EbpfError::InvalidTgid(tgid));
+        }
+        self.managed.insert(tgid, 1, 0).map_err(map_err("MANAGED"))
+    }
+
+    /// Stops tracing `tgid` and forgets its figures (its children stay
+    /// managed).
+    pub fn unmanage(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        ignore_missing(self.managed.remove(&tgid)).map_err(map_err("MANAGED"))?;
+        let tids: Vec<u32> = collect("THREAD_STATE", self.state.iter())?
+            .into_iter()
+            .filter(|(_, s)| s.tgid == tgid)
+            .map(|(tid, _)| tid)
+            .collect();
+        let stat_tids: Vec<u32> = collect("THREADS", self.threads.iter())?
+            .into_iter()
+            .filter(|(_, v)| v.iter().any(|s| s.tgid == tgid))
+            .map(|(tid, _)| tid)
+            .collect();
+        for tid in &tids {
+            ignore_missing(self.state.remove(tid)).map_err(map_err("THREAD_STATE"))?;
+        }
+        for tid in &stat_tids {
+            ignore_missing(self.threads.remove(tid)).map_err(map_err("THREADS"))?;
+        }
+        let keys: Vec<RangeKey> = collect("FAULT_RANGES", self.ranges.iter())?
+            .into_iter()
+            .filter(|(k, _)| k.tgid == tgid)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &keys {
+            ignore_missing(self.ranges.remove(k)).map_err(map_err("FAULT_RANGES"))?;
+        }
+        Ok(())
+    }
+
+    /// The managed tgids, sorted.
+    pub fn managed(&self) -> Result<Vec<u32>, EbpfError> {
+        let mut v = Vec::new();
+        for k in self.managed.keys() {
+            match k {
+                Ok(k) => v.push(k),
+                Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(EbpfError::Map {
+                        name: "MANAGED",
+                        source,
+                    })
+                }
+            }
+        }
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Whether `tgid` is managed now.
+    pub fn is_managed(&self, tgid: u32) -> Result<bool, EbpfError> {
+        match self.managed.get(&tgid, 0) {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(source) => Err(EbpfError::Map {
+                name: "MANAGED",
+                source,
+            }),
+        }
+    }
+
+    /// Reads the figures of every managed thread, summed over CPUs. Threads
+    /// that exited and processes no longer managed appear one last time
+    /// (`exited`), then their entries are removed from the kernel maps.
+    pub fn snapshot(&mut self) -> Result<Snapshot, EbpfError> {
+        // Order matters: per-thread sums before the timestamps, so a slice
+        // ending in between is never counted twice; the managed set last, so
+        // a child forked meanwhile is never taken for a dead process.
+        let stats = collect("THREADS", self.threads.iter())?;
+        let states: StdHashMap<u32, ThreadState> = collect("THREAD_STATE", self.state.iter())?
+            .into_iter()
+            .collect();
+        let at_ns = monotonic_ns();
+        let ranges = collect("FAULT_RANGES", self.ranges.iter())?;
+        let managed: BTreeSet<u32> = self.managed()?.into_iter().collect();
+
+        let mut threads: StdHashMap<u32, ThreadFigures> = StdHashMap::new();
+        for (tid, per_cpu) in &stats {
+            let mut f = ThreadFigures {
+                tid: *tid,
+                ..Default::default()
+            };
+            for s in per_cpu.iter() {
+                f.tgid = f.tgid.max(s.tgid);
+                f.oncpu_ns += s.oncpu_ns;
+                f.runq_wait_ns += s.runq_ns;
+                f.faults += s.faults;
+                f.switches += s.switches;
+            }
+            threads.insert(*tid, f);
+        }
+        for (tid, st) in &states {
+            let f = threads.entry(*tid).or_insert_with(|| ThreadFigures {
+                tid: *tid,
+                ..Default::default()
+            });
+            if f.tgid == 0 {
+                f.tgid = st.tgid;
+            }
+            if st.on_since != 0 && at_ns > st.on_since {
+                f.oncpu_ns += at_ns - st.on_since;
+            }
+            f.exited = st.exited != 0;
+        }
+        let mut threads: Vec<ThreadFigures> = threads.into_values().collect();
+        for f in &mut threads {
+            if !managed.contains(&f.tgid) {
+                f.exited = true;
+            }
+        }
+        threads.sort_unstable_by_key(|t| (t.tgid, t.tid));
+
+        let mut fault_ranges = Vec::new();
+        let mut dead_ranges = Vec::new();
+        for (key, per_cpu) in &ranges {
+            fault_ranges.push(RangeFaults {
+                tgid: key.tgid,
+                start: key.range << self.range_shift.min(63),
+                faults: per_cpu.iter().sum(),
+            });
+            if !managed.contains(&key.tgid) {
+                dead_ranges.push(*key);
+            }
+        }
+        fault_ranges.sort_unstable_by_key(|r| (r.tgid, r.start));
+
+        // Forget what was just reported for the last time.
+        for t in threads.iter().filter(|t| t.exited) {
+            ignore_missing(self.threads.remove(&t.tid)).map_err(map_err("THREADS"))?;
+            ignore_missing(self.state.remove(&t.tid)).map_err(map_err("THREAD_STATE"))?;
+        }
+        for k in &dead_ranges {
+            ignore_missing(self.ranges.remove(k)).map_err(map_err("FAULT_RANGES"))?;
+        }
+
+        Ok(Snapshot {
+            at_ns,
+            range_shift: self.range_shift,
+            managed: managed.into_iter().collect(),
+            threads,
+            fault_ranges,
+        })
+    }
+
+    /// Every fork/exec/exit event waiting in the ring buffer. Call it every
+    /// few ms (or when [`AsFd`] polls readable): the BPF side wakes the
+    /// reader only past its fill threshold.
+    pub fn drain_events(&mut self) -> Vec<ProcessEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            match raw::decode_event(&item) {
+                Some(e) => out.push(e),
+                None => tracing::warn!(len = item.len(), "undecodable eBPF event skipped"),
+            }
+        }
+        out
+    }
+
+    /// Counters of the BPF side since load, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, EbpfError> {
+        let sum = |idx: u32| -> Result<u64, EbpfError> {
+            let v = self.counters.get(&idx, 0).map_err(map_err("COUNTERS"))?;
+            Ok(v.iter().sum())
+        };
+        Ok(Counters {
+            ring_drops: sum(raw::CNT_RING_DROPS)?,
+            events: sum(raw::CNT_EVENTS)?,
+            map_full: sum(raw::CNT_MAP_FULL)?,
+        })
+    }
+}
+
+/// The ring buffer's fd: readable once the BPF side forces a wake-up.
+impl AsFd for Tracer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+}
+
+fn attach(
+    bpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    hook: &'static str,
+) -> Result<(), EbpfError> {
+    let program: &mut BtfTracePoint = bpf
+        .program_mut(name)
+        .ok_or(EbpfError::Missing {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, hook, source })?;
+    program
+        .load(hook, btf)
+        .map_err(|source| EbpfError::Program { name, hook, source })?;
+    program
+        .attach()
+        .map_err(|source| EbpfError::Program { name, hook, source })?;
+    Ok(())
+}
