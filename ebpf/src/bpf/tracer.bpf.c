@@ -267,8 +267,9 @@ int BPF_PROG(sched_switch, _Bool preempt, struct task_struct *prev, struct task_
 				}
 			}
 			st->on_since = 0;
-			/* Preempted while runnable: it waits in the run queue again. */
-			if (prev_state == TASK_RUNNING)
+			/* Preempted, or switched out while runnable: it waits in the
+			 * run queue again. */
+			if (preempt || prev_state == TASK_RUNNING)
 				st->queued_since = now;
 		}
 	}
