@@ -54,10 +54,22 @@ impl EbpfError {
 
     /// Turns a load error caused by EPERM/EACCES into `NotPermitted`.
     pub(crate) fn classify(self) -> EbpfError {
-        let what = self.to_string();
         let Some(io) = permission_error(&self) else {
             return self;
         };
+        // The whole chain but the final errno, which is the source.
+        let mut what = self.to_string();
+        let mut cur = StdError::source(&self);
+        while let Some(e) = cur {
+            if e.source().is_none() && e.downcast_ref::<io::Error>().is_some() {
+                break;
+            }
+            let text = e.to_string();
+            if !what.ends_with(&text) {
+                what = format!("{what}: {text}");
+            }
+            cur = e.source();
+        }
         EbpfError::NotPermitted {
             what,
             source: io::Error::from_raw_os_error(io),

@@ -377,3 +377,12 @@ fn attach(
         .map_err(|source| EbpfError::Program { name, hook, source })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tracer_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<super::Tracer>();
+    }
+}
