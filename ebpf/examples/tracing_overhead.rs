@@ -233,11 +233,18 @@ fn main() {
         .filter(|e| matches!(e, ProcessEvent::Exit { .. }))
         .count();
 
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        json!([lo, hi])
+    };
+    let ranges = json!({ "off": range(&off), "attached": range(&attached), "on": range(&on) });
     let (m_off, m_att, m_on) = (median(off), median(attached), median(on));
     let out = json!({
         "benchmark": "ebpf_tracing_overhead",
         "seconds_per_round": seconds, "rounds": rounds, "mib": mib,
-        "faults_per_s": { "off": m_off, "attached": m_att, "on": m_on },
+        "faults_per_s_median": { "off": m_off, "attached": m_att, "on": m_on },
+        "faults_per_s_min_max": ranges,
         "slowdown_on_vs_off": 1.0 - m_on / m_off,
         "slowdown_attached_vs_off": 1.0 - m_att / m_off,
         "faults_counted_vs_touches": { "touches": touches_on, "counted": counted_on },

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::os::fd::{AsFd, BorrowedFd};
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -50,6 +50,9 @@ impl Default for TracerConfig {
 /// The loaded and attached tracer. Dropping it detaches every program.
 pub struct Tracer {
     managed: HashMap<MapData, u32, u8>,
+    /// One byte per pid below `fast_len`: the filter the BPF side reads.
+    managed_fast: Array<MapData, u8>,
+    fast_len: u32,
     threads: PerCpuHashMap<MapData, u32, ThreadStats>,
     state: HashMap<MapData, u32, ThreadState>,
     ranges: PerCpuHashMap<MapData, RangeKey, u64>,
@@ -98,6 +101,15 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
     }
 }
 
+/// Size of the fast managed filter: `kernel.pid_max` (pids are below it).
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(1 << 22)
+        .clamp(1024, 1 << 22)
+}
+
 /// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -124,8 +136,10 @@ impl Tracer {
             return Err(EbpfError::NoBtf { path: BTF_PATH });
         }
         let btf = Btf::from_sys_fs()?;
+        let fast_len = pid_max();
         let mut bpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .map_max_entries("MANAGED_FAST", fast_len)
             .override_global("WAKE_THRESHOLD", &config.wake_threshold, true)
             .override_global("RANGE_SHIFT", &config.range_shift, true)
             .load(TRACER_OBJ)
@@ -144,6 +158,8 @@ impl Tracer {
         }
         let tracer = Tracer {
             managed: take(&mut bpf, "MANAGED")?,
+            managed_fast: take(&mut bpf, "MANAGED_FAST")?,
+            fast_len,
             threads: take(&mut bpf, "THREADS")?,
             state: take(&mut bpf, "THREAD_STATE")?,
             ranges: take(&mut bpf, "FAULT_RANGES")?,
@@ -172,12 +188,16 @@ impl Tracer {
         if tgid == 0 {
             return Err(EbpfError::InvalidTgid(tgid));
         }
-        self.managed.insert(tgid, 1, 0).map_err(map_err("MANAGED"))
+        self.managed
+            .insert(tgid, 1, 0)
+            .map_err(map_err("MANAGED"))?;
+        self.set_fast(tgid, 1)
     }
 
     /// Stops tracing `tgid` and forgets its figures (its children stay
     /// managed).
     pub fn unmanage(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.set_fast(tgid, 0)?;
         ignore_missing(self.managed.remove(&tgid)).map_err(map_err("MANAGED"))?;
         let tids: Vec<u32> = collect("THREAD_STATE", self.state.iter())?
             .into_iter()
@@ -202,6 +222,15 @@ impl Tracer {
             .collect();
         for k in &keys {
             ignore_missing(self.ranges.remove(k)).map_err(map_err("FAULT_RANGES"))?;
+        }
+        Ok(())
+    }
+
+    fn set_fast(&mut self, tgid: u32, on: u8) -> Result<(), EbpfError> {
+        if tgid < self.fast_len {
+            self.managed_fast
+                .set(tgid, on, 0)
+                .map_err(map_err("MANAGED_FAST"))?;
         }
         Ok(())
     }

@@ -102,6 +102,16 @@ struct {
 	__type(value, __u8);
 } MANAGED SEC(".maps");
 
+/* The hot-path filter: one byte per pid (sized to pid_max by the loader), an
+ * array lookup the verifier inlines. MANAGED stays the authoritative list;
+ * a tgid beyond the array (pid_max raised later) falls back to it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, __u8);
+} MANAGED_FAST SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 32768);
@@ -150,7 +160,17 @@ static __always_inline void count(__u32 idx)
 
 static __always_inline int managed(__u32 tgid)
 {
+	__u8 *fast = bpf_map_lookup_elem(&MANAGED_FAST, &tgid);
+	if (fast)
+		return *fast;
 	return bpf_map_lookup_elem(&MANAGED, &tgid) != 0;
+}
+
+static __always_inline void set_managed(__u32 tgid, __u8 on)
+{
+	__u8 *fast = bpf_map_lookup_elem(&MANAGED_FAST, &tgid);
+	if (fast)
+		*fast = on;
 }
 
 static __always_inline struct thread_stats *stats_of(__u32 tid, __u32 tgid)
@@ -325,6 +345,7 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 		count(CNT_MAP_FULL);
 		return 0;
 	}
+	set_managed(ctgid, 1);
 	struct event *e = reserve(EV_FORK, ctgid, child->pid, ptgid);
 	if (!e)
 		return 0;
@@ -362,6 +383,7 @@ int BPF_PROG(sched_process_exit, struct task_struct *p)
 	/* signal->live drops to 0 when the last thread exits (group dead). */
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0;
+	set_managed(tgid, 0);
 	bpf_map_delete_elem(&MANAGED, &tgid);
 	struct event *e = reserve(EV_EXIT, tgid, tid, (__u32)p->exit_code);
 	if (!e)
