@@ -13,6 +13,8 @@ pub(crate) struct ThreadStats {
     pub runq_ns: u64,
     pub faults: u64,
     pub switches: u64,
+    pub cached_range: u64,
+    pub cached_faults: u64,
 }
 
 /// Per thread, shared by all CPUs (`struct thread_state`).
@@ -34,7 +36,7 @@ pub(crate) struct RangeKey {
     pub range: u64,
 }
 
-const _: () = assert!(std::mem::size_of::<ThreadStats>() == 40);
+const _: () = assert!(std::mem::size_of::<ThreadStats>() == 56);
 const _: () = assert!(std::mem::size_of::<ThreadState>() == 24);
 const _: () = assert!(std::mem::size_of::<RangeKey>() == 16);
 

@@ -270,16 +270,42 @@ impl Tracer {
     /// that exited and processes no longer managed appear one last time
     /// (`exited`), then their entries are removed from the kernel maps.
     pub fn snapshot(&mut self) -> Result<Snapshot, EbpfError> {
-        // Order matters: per-thread sums before the timestamps, so a slice
-        // ending in between is never counted twice; the managed set last, so
-        // a child forked meanwhile is never taken for a dead process.
+        // Order matters. Fault ranges before the per-thread range caches: a
+        // cache flushed in between is missed once, never counted twice.
+        // Per-thread sums before the timestamps, so a slice ending in
+        // between is never counted twice. The managed set last, so a child
+        // forked meanwhile is never taken for a dead process.
+        let ranges = collect("FAULT_RANGES", self.ranges.iter())?;
         let stats = collect("THREADS", self.threads.iter())?;
         let states: StdHashMap<u32, ThreadState> = collect("THREAD_STATE", self.state.iter())?
             .into_iter()
             .collect();
         let at_ns = monotonic_ns();
-        let ranges = collect("FAULT_RANGES", self.ranges.iter())?;
         let managed: BTreeSet<u32> = self.managed()?.into_iter().collect();
+
+        let mut range_faults: StdHashMap<(u32, u64), u64> = StdHashMap::new();
+        let mut dead_ranges = Vec::new();
+        for (key, per_cpu) in &ranges {
+            *range_faults.entry((key.tgid, key.range)).or_default() += per_cpu.iter().sum::<u64>();
+            if !managed.contains(&key.tgid) {
+                dead_ranges.push(*key);
+            }
+        }
+        for (_, per_cpu) in &stats {
+            for s in per_cpu.iter().filter(|s| s.cached_faults > 0) {
+                *range_faults.entry((s.tgid, s.cached_range)).or_default() += s.cached_faults;
+            }
+        }
+        let shift = self.range_shift.min(63);
+        let mut fault_ranges: Vec<RangeFaults> = range_faults
+            .into_iter()
+            .map(|((tgid, range), faults)| RangeFaults {
+                tgid,
+                start: range << shift,
+                faults,
+            })
+            .collect();
+        fault_ranges.sort_unstable_by_key(|r| (r.tgid, r.start));
 
         let mut threads: StdHashMap<u32, ThreadFigures> = StdHashMap::new();
         for (tid, per_cpu) in &stats {
@@ -316,20 +342,6 @@ impl Tracer {
             }
         }
         threads.sort_unstable_by_key(|t| (t.tgid, t.tid));
-
-        let mut fault_ranges = Vec::new();
-        let mut dead_ranges = Vec::new();
-        for (key, per_cpu) in &ranges {
-            fault_ranges.push(RangeFaults {
-                tgid: key.tgid,
-                start: key.range << self.range_shift.min(63),
-                faults: per_cpu.iter().sum(),
-            });
-            if !managed.contains(&key.tgid) {
-                dead_ranges.push(*key);
-            }
-        }
-        fault_ranges.sort_unstable_by_key(|r| (r.tgid, r.start));
 
         // Forget what was just reported for the last time.
         for t in threads.iter().filter(|t| t.exited) {

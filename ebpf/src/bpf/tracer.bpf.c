@@ -54,8 +54,13 @@ struct thread_stats {
 	__u64 runq_ns;
 	__u64 faults;
 	__u64 switches;
+	/* Faults in one range not yet added to FAULT_RANGES (this CPU): saves
+	 * a map update per fault; flushed when the range changes, the thread
+	 * switches out or exits, and read by user space in the meantime. */
+	__u64 cached_range;
+	__u64 cached_faults;
 };
-_Static_assert(sizeof(struct thread_stats) == 40, "thread_stats size");
+_Static_assert(sizeof(struct thread_stats) == 56, "thread_stats size");
 
 /* Per thread, shared by all CPUs: scheduling timestamps and the exit mark. */
 struct thread_state {
@@ -233,6 +238,34 @@ static __always_inline void submit(struct event *e)
 
 /* ---- page faults ---- */
 
+static __always_inline void add_range_faults(__u32 tgid, __u64 range, __u64 n)
+{
+	struct range_key key = {.tgid = tgid, .range = range};
+	__u64 *c = bpf_map_lookup_elem(&FAULT_RANGES, &key);
+	if (c) {
+		*c += n;
+		return;
+	}
+	long err = bpf_map_update_elem(&FAULT_RANGES, &key, &n, BPF_NOEXIST);
+	if (err == -7 /* E2BIG */) {
+		count(CNT_MAP_FULL);
+	} else if (err != 0) {
+		/* Another CPU created it first: count in our own slot. */
+		c = bpf_map_lookup_elem(&FAULT_RANGES, &key);
+		if (c)
+			*c += n;
+	}
+}
+
+/* Moves this CPU's cached range count of a thread to FAULT_RANGES. */
+static __always_inline void flush_range(struct thread_stats *s, __u32 tgid)
+{
+	if (!s->cached_faults)
+		return;
+	add_range_faults(tgid, s->cached_range, s->cached_faults);
+	s->cached_faults = 0;
+}
+
 SEC("tp_btf/page_fault_user")
 int BPF_PROG(page_fault_user, unsigned long address, struct pt_regs *regs, unsigned long error_code)
 {
@@ -241,26 +274,17 @@ int BPF_PROG(page_fault_user, unsigned long address, struct pt_regs *regs, unsig
 	if (!managed(tgid))
 		return 0;
 
+	__u64 range = address >> (RANGE_SHIFT & 63);
 	struct thread_stats *s = stats_of(tid, tgid);
-	if (s)
-		s->faults += 1;
-
-	struct range_key key = {.tgid = tgid, .range = address >> (RANGE_SHIFT & 63)};
-	__u64 *n = bpf_map_lookup_elem(&FAULT_RANGES, &key);
-	if (n) {
-		*n += 1;
-	} else {
-		__u64 one = 1;
-		long err = bpf_map_update_elem(&FAULT_RANGES, &key, &one, BPF_NOEXIST);
-		if (err == -7 /* E2BIG */) {
-			count(CNT_MAP_FULL);
-		} else if (err != 0) {
-			/* Another CPU created it first: count in our own slot. */
-			n = bpf_map_lookup_elem(&FAULT_RANGES, &key);
-			if (n)
-				*n += 1;
-		}
+	if (!s) {
+		add_range_faults(tgid, range, 1);
+		return 0;
 	}
+	s->faults += 1;
+	if (s->cached_faults && s->cached_range != range)
+		flush_range(s, tgid);
+	s->cached_range = range;
+	s->cached_faults += 1;
 	return 0;
 }
 
@@ -277,6 +301,9 @@ int BPF_PROG(sched_switch, _Bool preempt, struct task_struct *prev, struct task_
 	__u32 next_tgid = next->tgid, next_tid = next->pid;
 
 	if (prev_tid != 0 && managed(prev_tgid)) {
+		struct thread_stats *cached = bpf_map_lookup_elem(&THREADS, &prev_tid);
+		if (cached)
+			flush_range(cached, prev_tgid);
 		struct thread_state *st = state_of(prev_tid, prev_tgid);
 		if (st) {
 			if (st->on_since && now > st->on_since) {
@@ -376,6 +403,10 @@ int BPF_PROG(sched_process_exit, struct task_struct *p)
 	__u32 tgid = p->tgid, tid = p->pid;
 	if (!managed(tgid))
 		return 0;
+	/* No user fault can follow: move the cached range count to the map. */
+	struct thread_stats *s = bpf_map_lookup_elem(&THREADS, &tid);
+	if (s)
+		flush_range(s, tgid);
 	/* Keep the thread's figures until user space has read them once. */
 	struct thread_state *st = state_of(tid, tgid);
 	if (st)
