@@ -40,6 +40,10 @@ pub enum EbpfError {
     },
     #[error("invalid tgid {0}")]
     InvalidTgid(u32),
+    #[error("no process {0} in this PID namespace")]
+    NoSuchProcess(u32),
+    #[error("cannot read the ns_pids BPF iterator: {reason}")]
+    Iterator { reason: String },
 }
 
 impl EbpfError {

@@ -5,7 +5,9 @@
 //!   events ([`ProcessEvent`]).
 //! - [`rates`]: pure arithmetic on two snapshots (CPU %, faults/s).
 //!
-//! Process and thread ids are those of the kernel's initial PID namespace.
+//! Process and thread ids are those of the loading process's PID namespace
+//! (what its `getpid()` and `/proc` show); the BPF side keys its maps by the
+//! kernel's global ids and records the namespace ids when an entry is made.
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 compile_error!("popcorn-ebpf supports x86_64 Linux only");

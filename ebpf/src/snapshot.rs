@@ -35,8 +35,8 @@ pub struct Snapshot {
     pub at_ns: u64,
     /// log2 of the size of a fault range.
     pub range_shift: u32,
-    /// Processes managed at the time (tgids in the kernel's initial PID
-    /// namespace), including children followed in the kernel.
+    /// Processes managed at the time, including children followed in the
+    /// kernel.
     pub managed: Vec<u32>,
     /// Sorted by (tgid, tid).
     pub threads: Vec<ThreadFigures>,
@@ -80,7 +80,6 @@ pub enum ProcessEvent {
     Exec {
         tgid: u32,
         tid: u32,
-        old_pid: u32,
         comm: String,
         filename: String,
         ts_ns: u64,

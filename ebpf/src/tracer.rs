@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::programs::{BtfTracePoint, Iter};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::error::EbpfError;
@@ -49,7 +49,8 @@ impl Default for TracerConfig {
 
 /// The loaded and attached tracer. Dropping it detaches every program.
 pub struct Tracer {
-    managed: HashMap<MapData, u32, u8>,
+    /// Global tgid -> tgid in our PID namespace.
+    managed: HashMap<MapData, u32, u32>,
     /// One byte per pid below `fast_len`: the filter the BPF side reads.
     managed_fast: Array<MapData, u8>,
     fast_len: u32,
@@ -60,8 +61,22 @@ pub struct Tracer {
     events: RingBuf<MapData>,
     range_shift: u32,
     missing_hooks: Vec<&'static str>,
+    /// Not in the initial PID namespace: ids are translated.
+    translate: bool,
     // Owns the programs and their links; last so maps are released first.
-    _bpf: Ebpf,
+    bpf: Ebpf,
+}
+
+/// PROC_PID_INIT_INO: the inode of the initial PID namespace.
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// Whether this process is in the initial PID namespace (assumed when
+/// `/proc/self/ns/pid` cannot be read).
+fn in_initial_pid_ns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino() == INIT_PID_NS_INO)
+        .unwrap_or(true)
 }
 
 fn map_err(name: &'static str) -> impl Fn(MapError) -> EbpfError {
@@ -137,11 +152,14 @@ impl Tracer {
         }
         let btf = Btf::from_sys_fs()?;
         let fast_len = pid_max();
+        let translate = !in_initial_pid_ns();
+        let translate_flag = u32::from(translate);
         let mut bpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("MANAGED_FAST", fast_len)
             .override_global("WAKE_THRESHOLD", &config.wake_threshold, true)
             .override_global("RANGE_SHIFT", &config.range_shift, true)
+            .override_global("TRANSLATE", &translate_flag, true)
             .load(TRACER_OBJ)
             .map_err(|e| EbpfError::Load(e).classify())?;
 
@@ -156,7 +174,17 @@ impl Tracer {
                 Err(e) => return Err(e),
             }
         }
-        let tracer = Tracer {
+        let iter: &mut Iter = bpf
+            .program_mut("ns_pids")
+            .ok_or(EbpfError::Missing {
+                kind: "program",
+                name: "ns_pids",
+            })?
+            .try_into()
+            .map_err(|source| program_err("ns_pids", source))?;
+        iter.load("task", &btf)
+            .map_err(|source| program_err("ns_pids", source).classify())?;
+        let mut tracer = Tracer {
             managed: take(&mut bpf, "MANAGED")?,
             managed_fast: take(&mut bpf, "MANAGED_FAST")?,
             fast_len,
@@ -167,11 +195,18 @@ impl Tracer {
             events: take(&mut bpf, "EVENTS")?,
             range_shift: config.range_shift,
             missing_hooks,
-            _bpf: bpf,
+            translate,
+            bpf,
         };
+        if translate {
+            // The first iteration teaches the BPF side our PID namespace,
+            // before any entry is created.
+            tracer.ns_pids()?;
+        }
         tracing::info!(
             hooks = HOOKS.len() - tracer.missing_hooks.len(),
             missing = ?tracer.missing_hooks,
+            translate,
             "eBPF tracer attached"
         );
         Ok(tracer)
@@ -182,31 +217,80 @@ impl Tracer {
         &self.missing_hooks
     }
 
-    /// Starts tracing process `tgid`; the processes it forks from now on are
-    /// followed inside the kernel.
+    /// (global tgid, tgid in our PID namespace) of every process visible in
+    /// our namespace, from the `ns_pids` BPF iterator.
+    fn ns_pids(&mut self) -> Result<Vec<raw::NsPid>, EbpfError> {
+        use std::io::Read;
+        let iter: &mut Iter = self
+            .bpf
+            .program_mut("ns_pids")
+            .ok_or(EbpfError::Missing {
+                kind: "program",
+                name: "ns_pids",
+            })?
+            .try_into()
+            .map_err(|source| program_err("ns_pids", source))?;
+        let link_id = iter
+            .attach()
+            .map_err(|source| program_err("ns_pids", source))?;
+        let link = iter
+            .take_link(link_id)
+            .map_err(|source| program_err("ns_pids", source))?;
+        let mut file = link.into_file().map_err(|e| EbpfError::Iterator {
+            reason: e.to_string(),
+        })?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)
+            .map_err(|e| EbpfError::Iterator {
+                reason: e.to_string(),
+            })?;
+        Ok(raw::decode_ns_pids(&buf))
+    }
+
+    /// The kernel's global tgid of process `tgid` of our namespace.
+    fn global_tgid(&mut self, tgid: u32) -> Result<u32, EbpfError> {
+        if !self.translate {
+            return Ok(tgid);
+        }
+        self.ns_pids()?
+            .into_iter()
+            .find(|p| p.ns_tgid == tgid)
+            .map(|p| p.tgid)
+            .ok_or(EbpfError::NoSuchProcess(tgid))
+    }
+
+    /// Starts tracing process `tgid` (as this process sees it); the
+    /// processes it forks from now on are followed inside the kernel.
     pub fn manage(&mut self, tgid: u32) -> Result<(), EbpfError> {
         if tgid == 0 {
             return Err(EbpfError::InvalidTgid(tgid));
         }
+        let global = self.global_tgid(tgid)?;
         self.managed
-            .insert(tgid, 1, 0)
+            .insert(global, tgid, 0)
             .map_err(map_err("MANAGED"))?;
-        self.set_fast(tgid, 1)
+        self.set_fast(global, 1)
     }
 
     /// Stops tracing `tgid` and forgets its figures (its children stay
-    /// managed).
+    /// managed). Not an error if it was not managed.
     pub fn unmanage(&mut self, tgid: u32) -> Result<(), EbpfError> {
-        self.set_fast(tgid, 0)?;
-        ignore_missing(self.managed.remove(&tgid)).map_err(map_err("MANAGED"))?;
+        for (global, _) in self
+            .managed_pairs()?
+            .into_iter()
+            .filter(|&(_, ns)| ns == tgid)
+        {
+            self.set_fast(global, 0)?;
+            ignore_missing(self.managed.remove(&global)).map_err(map_err("MANAGED"))?;
+        }
         let tids: Vec<u32> = collect("THREAD_STATE", self.state.iter())?
             .into_iter()
-            .filter(|(_, s)| s.tgid == tgid)
+            .filter(|(_, s)| s.ns_tgid == tgid)
             .map(|(tid, _)| tid)
             .collect();
         let stat_tids: Vec<u32> = collect("THREADS", self.threads.iter())?
             .into_iter()
-            .filter(|(_, v)| v.iter().any(|s| s.tgid == tgid))
+            .filter(|(_, v)| v.iter().any(|s| s.tgid != 0 && s.ns_tgid == tgid))
             .map(|(tid, _)| tid)
             .collect();
         for tid in &tids {
@@ -217,7 +301,7 @@ impl Tracer {
         }
         let keys: Vec<RangeKey> = collect("FAULT_RANGES", self.ranges.iter())?
             .into_iter()
-            .filter(|(k, _)| k.tgid == tgid)
+            .filter(|(k, _)| k.ns_tgid == tgid)
             .map(|(k, _)| k)
             .collect();
         for k in &keys {
@@ -235,35 +319,25 @@ impl Tracer {
         Ok(())
     }
 
-    /// The managed tgids, sorted.
+    /// (global tgid, tgid in our namespace) of every managed process.
+    fn managed_pairs(&self) -> Result<Vec<(u32, u32)>, EbpfError> {
+        collect("MANAGED", self.managed.iter())
+    }
+
+    /// The managed tgids (as this process sees them), sorted.
     pub fn managed(&self) -> Result<Vec<u32>, EbpfError> {
-        let mut v = Vec::new();
-        for k in self.managed.keys() {
-            match k {
-                Ok(k) => v.push(k),
-                Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(EbpfError::Map {
-                        name: "MANAGED",
-                        source,
-                    })
-                }
-            }
-        }
+        let mut v: Vec<u32> = self
+            .managed_pairs()?
+            .into_iter()
+            .map(|(_, ns)| ns)
+            .collect();
         v.sort_unstable();
         Ok(v)
     }
 
     /// Whether `tgid` is managed now.
     pub fn is_managed(&self, tgid: u32) -> Result<bool, EbpfError> {
-        match self.managed.get(&tgid, 0) {
-            Ok(_) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(source) => Err(EbpfError::Map {
-                name: "MANAGED",
-                source,
-            }),
-        }
+        Ok(self.managed_pairs()?.iter().any(|&(_, ns)| ns == tgid))
     }
 
     /// Reads the figures of every managed thread, summed over CPUs. Threads
@@ -281,24 +355,27 @@ impl Tracer {
             .into_iter()
             .collect();
         let at_ns = monotonic_ns();
-        let managed: BTreeSet<u32> = self.managed()?.into_iter().collect();
+        let pairs = self.managed_pairs()?;
+        let managed: BTreeSet<u32> = pairs.iter().map(|&(global, _)| global).collect();
 
         let mut range_faults: StdHashMap<(u32, u64), u64> = StdHashMap::new();
         let mut dead_ranges = Vec::new();
         for (key, per_cpu) in &ranges {
-            *range_faults.entry((key.tgid, key.range)).or_default() += per_cpu.iter().sum::<u64>();
+            *range_faults.entry((key.ns_tgid, key.range)).or_default() +=
+                per_cpu.iter().sum::<u64>();
             if !managed.contains(&key.tgid) {
                 dead_ranges.push(*key);
             }
         }
         for (_, per_cpu) in &stats {
             for s in per_cpu.iter().filter(|s| s.cached_faults > 0) {
-                *range_faults.entry((s.tgid, s.cached_range)).or_default() += s.cached_faults;
+                *range_faults.entry((s.ns_tgid, s.cached_range)).or_default() += s.cached_faults;
             }
         }
         let shift = self.range_shift.min(63);
         let mut fault_ranges: Vec<RangeFaults> = range_faults
             .into_iter()
+            .filter(|&((ns_tgid, _), _)| ns_tgid != 0)
             .map(|((tgid, range), faults)| RangeFaults {
                 tgid,
                 start: range << shift,
@@ -307,46 +384,56 @@ impl Tracer {
             .collect();
         fault_ranges.sort_unstable_by_key(|r| (r.tgid, r.start));
 
-        let mut threads: StdHashMap<u32, ThreadFigures> = StdHashMap::new();
+        // Keyed by global tid; the figures carry our namespace's ids.
+        let mut threads: StdHashMap<u32, (u32, ThreadFigures)> = StdHashMap::new();
         for (tid, per_cpu) in &stats {
-            let mut f = ThreadFigures {
-                tid: *tid,
-                ..Default::default()
-            };
+            let mut global_tgid = 0;
+            let mut f = ThreadFigures::default();
             for s in per_cpu.iter() {
-                f.tgid = f.tgid.max(s.tgid);
+                if s.tgid != 0 {
+                    global_tgid = s.tgid;
+                    f.tgid = s.ns_tgid;
+                    f.tid = s.ns_tid;
+                }
                 f.oncpu_ns += s.oncpu_ns;
                 f.runq_wait_ns += s.runq_ns;
                 f.faults += s.faults;
                 f.switches += s.switches;
             }
-            threads.insert(*tid, f);
+            threads.insert(*tid, (global_tgid, f));
         }
         for (tid, st) in &states {
-            let f = threads.entry(*tid).or_insert_with(|| ThreadFigures {
-                tid: *tid,
-                ..Default::default()
-            });
-            if f.tgid == 0 {
-                f.tgid = st.tgid;
+            let (global_tgid, f) = threads.entry(*tid).or_default();
+            if *global_tgid == 0 {
+                *global_tgid = st.tgid;
+                f.tgid = st.ns_tgid;
+                f.tid = st.ns_tid;
             }
             if st.on_since != 0 && at_ns > st.on_since {
                 f.oncpu_ns += at_ns - st.on_since;
             }
             f.exited = st.exited != 0;
         }
-        let mut threads: Vec<ThreadFigures> = threads.into_values().collect();
-        for f in &mut threads {
-            if !managed.contains(&f.tgid) {
+        let mut finished = Vec::new();
+        let mut out = Vec::with_capacity(threads.len());
+        for (tid, (global_tgid, mut f)) in threads {
+            if !managed.contains(&global_tgid) {
                 f.exited = true;
             }
+            if f.exited {
+                finished.push(tid);
+            }
+            if f.tgid != 0 {
+                out.push(f);
+            }
         }
-        threads.sort_unstable_by_key(|t| (t.tgid, t.tid));
+        out.sort_unstable_by_key(|t| (t.tgid, t.tid));
+        let threads = out;
 
         // Forget what was just reported for the last time.
-        for t in threads.iter().filter(|t| t.exited) {
-            ignore_missing(self.threads.remove(&t.tid)).map_err(map_err("THREADS"))?;
-            ignore_missing(self.state.remove(&t.tid)).map_err(map_err("THREAD_STATE"))?;
+        for tid in &finished {
+            ignore_missing(self.threads.remove(tid)).map_err(map_err("THREADS"))?;
+            ignore_missing(self.state.remove(tid)).map_err(map_err("THREAD_STATE"))?;
         }
         for k in &dead_ranges {
             ignore_missing(self.ranges.remove(k)).map_err(map_err("FAULT_RANGES"))?;
@@ -355,7 +442,11 @@ impl Tracer {
         Ok(Snapshot {
             at_ns,
             range_shift: self.range_shift,
-            managed: managed.into_iter().collect(),
+            managed: {
+                let mut m: Vec<u32> = pairs.iter().map(|&(_, ns)| ns).collect();
+                m.sort_unstable();
+                m
+            },
             threads,
             fault_ranges,
         })
@@ -393,6 +484,14 @@ impl Tracer {
 impl AsFd for Tracer {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.events.as_fd()
+    }
+}
+
+fn program_err(name: &'static str, source: aya::programs::ProgramError) -> EbpfError {
+    EbpfError::Program {
+        name,
+        hook: name,
+        source,
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Helper;
+use common::{wait_sleeping, Helper};
 use popcorn_ebpf::rates::process_rates;
 use popcorn_ebpf::{ProcessEvent, Tracer};
 
@@ -60,6 +60,7 @@ fn a_program_sleeping_90_percent_shows_about_10_percent_cpu() {
     let mut h = Helper::start("duty", &["2000", "10", "100"]);
     let pid = h.pid();
     t.manage(pid).unwrap();
+    wait_sleeping(pid);
     let before = t.snapshot().unwrap();
     h.send("go");
     assert_eq!(h.line(), "done");
@@ -95,6 +96,7 @@ fn cpu_and_run_queue_time_match_the_kernel_schedstat() {
     let mut h = Helper::start("duty", &["1000", "100", "100"]);
     let pid = h.pid();
     t.manage(pid).unwrap();
+    wait_sleeping(pid);
     let before = t.snapshot().unwrap();
     let k0 = schedstat(pid);
     h.send("go");
@@ -264,4 +266,39 @@ fn unmanaged_processes_never_appear() {
     assert!(managed.finish().success());
     assert!(other.finish().success());
     assert!(other_pages.finish().success());
+}
+
+/// Set in the copy of this binary run inside a new PID namespace.
+const IN_PID_NS: &str = "POPCORN_EBPF_TEST_IN_PID_NS";
+
+#[test]
+fn every_test_passes_inside_a_pid_namespace() {
+    if std::env::var_os(IN_PID_NS).is_some() {
+        // The copy inside the namespace: ids there differ from the kernel's
+        // global ones, which the tests above would notice.
+        assert_ne!(
+            std::fs::read_link("/proc/self/ns/pid").expect("ns link"),
+            std::path::PathBuf::from("pid:[4026531836]"),
+            "not in a child PID namespace"
+        );
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(&exe)
+        .args(["--test-threads=2"])
+        .env(IN_PID_NS, "1")
+        .output()
+        .expect("run unshare (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "tests inside a PID namespace failed:\n{text}"
+    );
+    assert!(text.contains("6 passed"), "{text}");
 }

@@ -30,12 +30,37 @@ struct signal_struct {
 	atomic_t live;
 } __attribute__((preserve_access_index));
 
+struct pid_namespace;
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+};
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
 	int exit_code;
 	char comm[16];
 	struct signal_struct *signal;
+	struct pid *thread_pid;
+	struct task_struct *group_leader;
+} __attribute__((preserve_access_index));
+
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
 } __attribute__((preserve_access_index));
 
 struct linux_binprm {
@@ -46,9 +71,17 @@ struct pt_regs;
 
 /* ---- shared with Rust (ebpf/src/raw.rs) ---- */
 
+/*
+ * Ids: maps are keyed by the kernel's global ids (tgid, tid); the ids in the
+ * loader's PID namespace (ns_*) are stored next to them when an entry is
+ * created, for user space. Outside a child namespace both are the same.
+ */
+
 /* Per thread, per CPU: summed by user space. */
 struct thread_stats {
 	__u32 tgid;
+	__u32 ns_tgid;
+	__u32 ns_tid;
 	__u32 _pad;
 	__u64 oncpu_ns;
 	__u64 runq_ns;
@@ -60,7 +93,7 @@ struct thread_stats {
 	__u64 cached_range;
 	__u64 cached_faults;
 };
-_Static_assert(sizeof(struct thread_stats) == 56, "thread_stats size");
+_Static_assert(sizeof(struct thread_stats) == 64, "thread_stats size");
 
 /* Per thread, shared by all CPUs: scheduling timestamps and the exit mark. */
 struct thread_state {
@@ -68,12 +101,14 @@ struct thread_state {
 	__u64 queued_since; /* woken / preempted at, 0 = not waiting */
 	__u32 tgid;
 	__u32 exited;
+	__u32 ns_tgid;
+	__u32 ns_tid;
 };
-_Static_assert(sizeof(struct thread_state) == 24, "thread_state size");
+_Static_assert(sizeof(struct thread_state) == 32, "thread_state size");
 
 struct range_key {
 	__u32 tgid;
-	__u32 _pad;
+	__u32 ns_tgid; /* follows from tgid: not a separate dimension */
 	__u64 range; /* address >> RANGE_SHIFT */
 };
 _Static_assert(sizeof(struct range_key) == 16, "range_key size");
@@ -88,10 +123,27 @@ struct event {
 	__u32 tid;
 	__u32 aux; /* fork: parent tgid; exec: old pid; exit: exit code */
 	__u64 ts_ns;
+	__u32 ns_tgid;
+	__u32 ns_tid;
+	__u32 ns_parent; /* fork: parent tgid in the loader's namespace */
+	__u32 _pad;
 	char comm[16];
 	char filename[96];
 };
-_Static_assert(sizeof(struct event) == 136, "event size");
+_Static_assert(sizeof(struct event) == 152, "event size");
+
+/* One record of the ns_pids iterator. */
+struct ns_pid {
+	__u32 tgid;
+	__u32 ns_tgid;
+};
+
+/* The loader's PID namespace, learnt by the iterator (current = loader). */
+struct ns_info {
+	__u64 ns;
+	__u32 level;
+	__u32 known;
+};
 
 #define CNT_RING_DROPS 0
 #define CNT_EVENTS 1
@@ -100,11 +152,12 @@ _Static_assert(sizeof(struct event) == 136, "event size");
 
 /* ---- maps ---- */
 
+/* Managed processes: global tgid -> tgid in the loader's namespace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } MANAGED SEC(".maps");
 
 /* The hot-path filter: one byte per pid (sized to pid_max by the loader), an
@@ -144,6 +197,13 @@ struct {
 } EVENTS SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ns_info);
+} NS_INFO SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
 	__type(key, __u32);
@@ -153,6 +213,8 @@ struct {
 /* Set by the loader (EbpfLoader::override_global). */
 const volatile __u64 WAKE_THRESHOLD = 64 * 1024;
 const volatile __u32 RANGE_SHIFT = 21;
+/* 1 when the loader is not in the initial PID namespace. */
+const volatile __u32 TRANSLATE = 0;
 
 /* ---- helpers ---- */
 
@@ -178,28 +240,66 @@ static __always_inline void set_managed(__u32 tgid, __u8 on)
 		*fast = on;
 }
 
-static __always_inline struct thread_stats *stats_of(__u32 tid, __u32 tgid)
+/* The number of `pid` in the loader's namespace, 0 if not visible there. */
+static __always_inline __u32 ns_nr(struct pid *pid, struct ns_info *info)
+{
+	if (!pid || BPF_CORE_READ(pid, level) < info->level)
+		return 0;
+	struct upid up = {};
+	void *at = (void *)pid + bpf_core_field_offset(struct pid, numbers) +
+		   (__u64)(info->level & 63) * sizeof(struct upid);
+	if (bpf_probe_read_kernel(&up, sizeof(up), at) || (__u64)up.ns != info->ns)
+		return 0;
+	return up.nr;
+}
+
+/* (tgid, tid) of a task in the loader's PID namespace. Slow path only: on
+ * creation of map entries and for life-cycle events. */
+static __noinline void ns_ids(struct task_struct *t, __u32 *ns_tgid, __u32 *ns_tid)
+{
+	*ns_tgid = 0;
+	*ns_tid = 0;
+	if (!t)
+		t = bpf_get_current_task_btf();
+	if (!TRANSLATE) {
+		*ns_tgid = BPF_CORE_READ(t, tgid);
+		*ns_tid = BPF_CORE_READ(t, pid);
+		return;
+	}
+	__u32 zero = 0;
+	struct ns_info *info = bpf_map_lookup_elem(&NS_INFO, &zero);
+	if (!info || !info->known)
+		return;
+	*ns_tid = ns_nr(BPF_CORE_READ(t, thread_pid), info);
+	*ns_tgid = ns_nr(BPF_CORE_READ(t, group_leader, thread_pid), info);
+}
+
+static __always_inline struct thread_stats *stats_of(struct task_struct *t, __u32 tid, __u32 tgid)
 {
 	struct thread_stats *s = bpf_map_lookup_elem(&THREADS, &tid);
 	if (!s) {
-		struct thread_stats zero = {.tgid = tgid};
+		struct thread_stats zero = {};
 		if (bpf_map_update_elem(&THREADS, &tid, &zero, BPF_NOEXIST) == -7 /* E2BIG */)
 			count(CNT_MAP_FULL);
 		s = bpf_map_lookup_elem(&THREADS, &tid);
 		if (!s)
 			return 0;
 	}
-	/* A new per-CPU entry is zero on the other CPUs: stamp the tgid. */
-	s->tgid = tgid;
+	/* A new per-CPU entry is zero on every CPU: stamp this CPU's slot. */
+	if (s->tgid != tgid) {
+		s->tgid = tgid;
+		ns_ids(t, &s->ns_tgid, &s->ns_tid);
+	}
 	return s;
 }
 
-static __always_inline struct thread_state *state_of(__u32 tid, __u32 tgid)
+static __always_inline struct thread_state *state_of(struct task_struct *t, __u32 tid, __u32 tgid)
 {
 	struct thread_state *st = bpf_map_lookup_elem(&THREAD_STATE, &tid);
 	if (st)
 		return st;
 	struct thread_state zero = {.tgid = tgid};
+	ns_ids(t, &zero.ns_tgid, &zero.ns_tid);
 	if (bpf_map_update_elem(&THREAD_STATE, &tid, &zero, BPF_NOEXIST) == -7)
 		count(CNT_MAP_FULL);
 	return bpf_map_lookup_elem(&THREAD_STATE, &tid);
@@ -213,7 +313,8 @@ static __always_inline __u64 wake_flags(void)
 									       : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline struct event *reserve(__u32 kind, __u32 tgid, __u32 tid, __u32 aux)
+static __always_inline struct event *reserve(__u32 kind, struct task_struct *t, __u32 tgid, __u32 tid,
+					     __u32 aux)
 {
 	struct event *e = bpf_ringbuf_reserve(&EVENTS, sizeof(*e), 0);
 	if (!e) {
@@ -225,6 +326,9 @@ static __always_inline struct event *reserve(__u32 kind, __u32 tgid, __u32 tid, 
 	e->tid = tid;
 	e->aux = aux;
 	e->ts_ns = bpf_ktime_get_ns();
+	ns_ids(t, &e->ns_tgid, &e->ns_tid);
+	e->ns_parent = 0;
+	e->_pad = 0;
 	e->comm[0] = 0;
 	e->filename[0] = 0;
 	return e;
@@ -238,9 +342,9 @@ static __always_inline void submit(struct event *e)
 
 /* ---- page faults ---- */
 
-static __always_inline void add_range_faults(__u32 tgid, __u64 range, __u64 n)
+static __always_inline void add_range_faults(__u32 tgid, __u32 ns_tgid, __u64 range, __u64 n)
 {
-	struct range_key key = {.tgid = tgid, .range = range};
+	struct range_key key = {.tgid = tgid, .ns_tgid = ns_tgid, .range = range};
 	__u64 *c = bpf_map_lookup_elem(&FAULT_RANGES, &key);
 	if (c) {
 		*c += n;
@@ -262,7 +366,7 @@ static __always_inline void flush_range(struct thread_stats *s, __u32 tgid)
 {
 	if (!s->cached_faults)
 		return;
-	add_range_faults(tgid, s->cached_range, s->cached_faults);
+	add_range_faults(tgid, s->ns_tgid, s->cached_range, s->cached_faults);
 	s->cached_faults = 0;
 }
 
@@ -275,11 +379,9 @@ int BPF_PROG(page_fault_user, unsigned long address, struct pt_regs *regs, unsig
 		return 0;
 
 	__u64 range = address >> (RANGE_SHIFT & 63);
-	struct thread_stats *s = stats_of(tid, tgid);
-	if (!s) {
-		add_range_faults(tgid, range, 1);
-		return 0;
-	}
+	struct thread_stats *s = stats_of(0 /* current */, tid, tgid);
+	if (!s)
+		return 0; /* THREADS full: counted in CNT_MAP_FULL */
 	s->faults += 1;
 	if (s->cached_faults && s->cached_range != range)
 		flush_range(s, tgid);
@@ -304,10 +406,10 @@ int BPF_PROG(sched_switch, _Bool preempt, struct task_struct *prev, struct task_
 		struct thread_stats *cached = bpf_map_lookup_elem(&THREADS, &prev_tid);
 		if (cached)
 			flush_range(cached, prev_tgid);
-		struct thread_state *st = state_of(prev_tid, prev_tgid);
+		struct thread_state *st = state_of(prev, prev_tid, prev_tgid);
 		if (st) {
 			if (st->on_since && now > st->on_since) {
-				struct thread_stats *s = stats_of(prev_tid, prev_tgid);
+				struct thread_stats *s = stats_of(prev, prev_tid, prev_tgid);
 				if (s) {
 					s->oncpu_ns += now - st->on_since;
 					s->switches += 1;
@@ -321,10 +423,10 @@ int BPF_PROG(sched_switch, _Bool preempt, struct task_struct *prev, struct task_
 		}
 	}
 	if (next_tid != 0 && managed(next_tgid)) {
-		struct thread_state *st = state_of(next_tid, next_tgid);
+		struct thread_state *st = state_of(next, next_tid, next_tgid);
 		if (st) {
 			if (st->queued_since && now > st->queued_since) {
-				struct thread_stats *s = stats_of(next_tid, next_tgid);
+				struct thread_stats *s = stats_of(next, next_tid, next_tgid);
 				if (s)
 					s->runq_ns += now - st->queued_since;
 			}
@@ -340,7 +442,7 @@ static __always_inline void woken(struct task_struct *p)
 	__u32 tgid = p->tgid, tid = p->pid;
 	if (!managed(tgid))
 		return;
-	struct thread_state *st = state_of(tid, tgid);
+	struct thread_state *st = state_of(p, tid, tgid);
 	if (st && !st->queued_since)
 		st->queued_since = bpf_ktime_get_ns();
 }
@@ -367,15 +469,19 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 	__u32 ptgid = parent->tgid, ctgid = child->tgid;
 	if (ptgid == ctgid || !managed(ptgid))
 		return 0; /* a new thread, or not ours */
-	__u8 one = 1;
-	if (bpf_map_update_elem(&MANAGED, &ctgid, &one, BPF_ANY) != 0) {
+	__u32 ns_tgid, ns_tid;
+	ns_ids(child, &ns_tgid, &ns_tid);
+	if (bpf_map_update_elem(&MANAGED, &ctgid, &ns_tgid, BPF_ANY) != 0) {
 		count(CNT_MAP_FULL);
 		return 0;
 	}
 	set_managed(ctgid, 1);
-	struct event *e = reserve(EV_FORK, ctgid, child->pid, ptgid);
+	struct event *e = reserve(EV_FORK, child, ctgid, child->pid, ptgid);
 	if (!e)
 		return 0;
+	__u32 *ns_parent = bpf_map_lookup_elem(&MANAGED, &ptgid);
+	if (ns_parent)
+		e->ns_parent = *ns_parent;
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), child->comm);
 	submit(e);
 	return 0;
@@ -387,7 +493,7 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, int old_pid, struct linu
 	__u32 tgid = p->tgid;
 	if (!managed(tgid))
 		return 0;
-	struct event *e = reserve(EV_EXEC, tgid, p->pid, (__u32)old_pid);
+	struct event *e = reserve(EV_EXEC, p, tgid, p->pid, (__u32)old_pid);
 	if (!e)
 		return 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -408,7 +514,7 @@ int BPF_PROG(sched_process_exit, struct task_struct *p)
 	if (s)
 		flush_range(s, tgid);
 	/* Keep the thread's figures until user space has read them once. */
-	struct thread_state *st = state_of(tid, tgid);
+	struct thread_state *st = state_of(p, tid, tgid);
 	if (st)
 		st->exited = 1;
 	/* signal->live drops to 0 when the last thread exits (group dead). */
@@ -416,10 +522,49 @@ int BPF_PROG(sched_process_exit, struct task_struct *p)
 		return 0;
 	set_managed(tgid, 0);
 	bpf_map_delete_elem(&MANAGED, &tgid);
-	struct event *e = reserve(EV_EXIT, tgid, tid, (__u32)p->exit_code);
+	struct event *e = reserve(EV_EXIT, p, tgid, tid, (__u32)p->exit_code);
 	if (!e)
 		return 0;
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), p->comm);
 	submit(e);
+	return 0;
+}
+
+/* ---- ids in the loader's PID namespace ---- */
+
+/* Run by user space (reading the iterator: current is the loader). Learns
+ * the loader's namespace on first use, then writes one ns_pid per process
+ * visible in it. */
+SEC("iter/task")
+int ns_pids(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	if (!task)
+		return 0;
+	__u32 zero = 0;
+	struct ns_info *info = bpf_map_lookup_elem(&NS_INFO, &zero);
+	if (!info)
+		return 0;
+	if (!info->known) {
+		struct task_struct *cur = bpf_get_current_task_btf();
+		struct pid *pid = BPF_CORE_READ(cur, thread_pid);
+		if (!pid)
+			return 0;
+		__u32 level = BPF_CORE_READ(pid, level);
+		struct upid up = {};
+		void *at = (void *)pid + bpf_core_field_offset(struct pid, numbers) +
+			   (__u64)(level & 63) * sizeof(struct upid);
+		if (bpf_probe_read_kernel(&up, sizeof(up), at))
+			return 0;
+		info->ns = (__u64)up.ns;
+		info->level = level;
+		info->known = 1;
+	}
+	if (task->pid != task->tgid)
+		return 0; /* one record per process */
+	struct ns_pid rec = {.tgid = task->tgid};
+	rec.ns_tgid = ns_nr(BPF_CORE_READ(task, thread_pid), info);
+	if (rec.ns_tgid)
+		bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }

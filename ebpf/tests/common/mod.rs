@@ -100,3 +100,23 @@ impl Drop for Helper {
         let _ = self.child.wait();
     }
 }
+
+/// Waits until process `pid` sleeps (state S in /proc/PID/stat), e.g.
+/// blocked reading its stdin, so no slice of it is in progress.
+pub fn wait_sleeping(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        if state == Some('S') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} never slept: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
