@@ -219,6 +219,61 @@ fn a_forked_child_is_followed_and_removed_at_exit() {
 }
 
 #[test]
+fn a_fork_storm_delivers_every_event_without_drops() {
+    const N: usize = 1000;
+    let mut t = tracer();
+    let mut h = Helper::start("storm", &[&N.to_string()]);
+    let pid = h.pid();
+    t.manage(pid).unwrap();
+    h.send("go");
+    // Poll every 5 ms while the storm runs: the BPF side never wakes us
+    // below its threshold, so this is how events normally arrive.
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        events.extend(t.drain_events());
+        if h.try_line(Duration::from_millis(5)).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the storm never ended");
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    events.extend(t.drain_events());
+    let forks: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProcessEvent::Fork {
+                parent_tgid,
+                child_tgid,
+                ..
+            } if *parent_tgid == pid => Some(*child_tgid),
+            _ => None,
+        })
+        .collect();
+    let exits: Vec<(u32, i32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            ProcessEvent::Exit {
+                tgid, exit_code, ..
+            } => Some((*tgid, *exit_code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forks.len(), N, "fork events");
+    assert_eq!(exits.len(), N, "exit events");
+    // Exit i carries status i % 100, in order.
+    for (i, (tgid, code)) in exits.iter().enumerate() {
+        assert_eq!(*tgid, forks[i], "exit {i} is not of fork {i}");
+        assert_eq!(*code, ((i % 100) as i32) << 8, "status of child {i}");
+    }
+    let c = t.counters().unwrap();
+    assert_eq!(c.ring_drops, 0);
+    assert_eq!(c.map_full, 0);
+    assert_eq!(t.managed().unwrap(), vec![pid], "children left managed");
+    assert!(h.finish().success());
+}
+
+#[test]
 fn unmanaged_processes_never_appear() {
     let mut t = tracer();
     let mut managed = Helper::start("pages", &["200"]);
@@ -300,5 +355,5 @@ fn every_test_passes_inside_a_pid_namespace() {
         out.status.success(),
         "tests inside a PID namespace failed:\n{text}"
     );
-    assert!(text.contains("6 passed"), "{text}");
+    assert!(text.contains("7 passed"), "{text}");
 }

@@ -87,6 +87,11 @@ impl Helper {
             .expect("a line from the helper program")
     }
 
+    /// The next stdout line if one comes within `wait`.
+    pub fn try_line(&self, wait: Duration) -> Option<String> {
+        self.lines.recv_timeout(wait).ok()
+    }
+
     /// Closes stdin and waits for the exit status.
     pub fn finish(mut self) -> std::process::ExitStatus {
         self.stdin = None;
