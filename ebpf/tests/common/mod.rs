@@ -25,13 +25,17 @@ pub fn program(name: &str) -> PathBuf {
         _ => false,
     };
     if !fresh {
+        // Another test process (the PID-namespace copy) may compile the same
+        // program: build under a private name, then rename atomically.
+        let tmp = bin.with_extension(format!("tmp{}", std::process::id()));
         let status = Command::new("cc")
             .args(["-O1", "-Wall", "-Werror", "-o"])
-            .arg(&bin)
+            .arg(&tmp)
             .arg(&src)
             .status()
             .expect("run cc");
         assert!(status.success(), "cc failed on {}", src.display());
+        std::fs::rename(&tmp, &bin).expect("install the compiled program");
     }
     bin
 }
