@@ -36,6 +36,10 @@ pub struct TracerConfig {
     pub wake_threshold: u64,
     /// log2 of the size of the address ranges faults are counted by.
     pub range_shift: u32,
+    /// Threads traced at once (exited ones count until the next snapshot).
+    pub max_threads: u32,
+    /// (process, address range) fault counters.
+    pub max_ranges: u32,
 }
 
 impl Default for TracerConfig {
@@ -43,6 +47,8 @@ impl Default for TracerConfig {
         TracerConfig {
             wake_threshold: 64 * 1024,
             range_shift: 21,
+            max_threads: 32768,
+            max_ranges: 65536,
         }
     }
 }
@@ -157,6 +163,9 @@ impl Tracer {
         let mut bpf = EbpfLoader::new()
             .btf(Some(&btf))
             .map_max_entries("MANAGED_FAST", fast_len)
+            .map_max_entries("THREADS", config.max_threads)
+            .map_max_entries("THREAD_STATE", config.max_threads)
+            .map_max_entries("FAULT_RANGES", config.max_ranges)
             .override_global("WAKE_THRESHOLD", &config.wake_threshold, true)
             .override_global("RANGE_SHIFT", &config.range_shift, true)
             .override_global("TRANSLATE", &translate_flag, true)

@@ -150,7 +150,9 @@ struct ns_info {
 #define CNT_MAP_FULL 2
 #define CNT_MAX 4
 
-/* ---- maps ---- */
+/* ---- maps ----
+ * The hashes are not preallocated: a per-CPU hash costs max_entries x CPUs x
+ * value size when preallocated. Sizes are set by the loader. */
 
 /* Managed processes: global tgid -> tgid in the loader's namespace. */
 struct {
@@ -172,6 +174,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 32768);
 	__type(key, __u32);
 	__type(value, struct thread_stats);
@@ -179,6 +182,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 32768);
 	__type(key, __u32);
 	__type(value, struct thread_state);
@@ -186,6 +190,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, struct range_key);
 	__type(value, __u64);
