@@ -47,6 +47,14 @@ pub enum PeerMessage {
         req_id: u64,
         message: String,
     },
+    /// First frame of a page channel (instead of `Hello`): a dedicated
+    /// connection for the memory of process `pid`, migrating from the
+    /// receiver to the sender.
+    PageHello {
+        cluster: String,
+        node: String,
+        pid: i32,
+    },
     /// A request the sender waits an [`PeerMessage::Answer`] for; `body` is
     /// JSON the agents agree on (migration offers and commits).
     Call {
@@ -87,6 +95,7 @@ const KIND_CALL: u8 = 7;
 const KIND_ANSWER: u8 = 8;
 const KIND_NOTICE: u8 = 9;
 const KIND_STDIO: u8 = 10;
+const KIND_PAGE_HELLO: u8 = 11;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -157,6 +166,12 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
             body.push(KIND_PAGE_ERROR);
             body.extend_from_slice(&req_id.to_be_bytes());
             put_str(&mut body, message);
+        }
+        PeerMessage::PageHello { cluster, node, pid } => {
+            body.push(KIND_PAGE_HELLO);
+            put_str(&mut body, cluster);
+            put_str(&mut body, node);
+            body.extend_from_slice(&pid.to_be_bytes());
         }
         PeerMessage::Call { req_id, body: b } => {
             body.push(KIND_CALL);
@@ -256,6 +271,11 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
         KIND_PAGE_ERROR => PeerMessage::PageError {
             req_id: r.u64()?,
             message: r.string()?,
+        },
+        KIND_PAGE_HELLO => PeerMessage::PageHello {
+            cluster: r.string()?,
+            node: r.string()?,
+            pid: r.u32()? as i32,
         },
         KIND_CALL => PeerMessage::Call {
             req_id: r.u64()?,
@@ -378,6 +398,11 @@ mod tests {
             PeerMessage::PageError {
                 req_id: 4,
                 message: "process 12 gone: ESRCH".into(),
+            },
+            PeerMessage::PageHello {
+                cluster: "c".into(),
+                node: "b".into(),
+                pid: 77,
             },
             PeerMessage::Call {
                 req_id: 5,

@@ -2,6 +2,7 @@
 //! with its memory served by a pager (answer `Ready`); let it run on the
 //! origin's commit (`Resumed`); kill it on an abort or when no commit comes.
 
+use super::channel::PageChannel;
 use super::pager::{self, PagerHandle, PagerSpec};
 use super::relay::HostRelay;
 use super::{encode, lock, Migrations, Offer, PeerAnswer, PeerNotice};
@@ -155,7 +156,8 @@ impl Migrations {
                     .iter()
                     .any(|(a, d)| *a <= s && s + l <= *a + d.len() as u64)
             });
-            let fetched = pager::fetch_blocking(&me.peers, &origin, pid, &missing)?;
+            let mut channel = PageChannel::open(&me.peers, &origin, pid)?;
+            let fetched = pager::fetch_now(&mut channel, pid, &missing)?;
             for (addr, data) in pages
                 .iter()
                 .filter(|(a, d)| {
@@ -172,6 +174,7 @@ impl Migrations {
                 pid: w.process.pid(),
                 origin: origin.clone(),
                 peers: me.peers.clone(),
+                channel,
                 uffd,
                 regions: layout.anonymous.clone(),
                 // The origin's population map of anonymous memory comes

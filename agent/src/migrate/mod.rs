@@ -8,6 +8,7 @@
 //! - [`pager`]: the destination's userfaultfd server (post-copy).
 //! - [`relay`]: stdin/stdout/stderr between the home node and the host.
 
+pub mod channel;
 pub mod incoming;
 pub mod outgoing;
 pub mod pager;

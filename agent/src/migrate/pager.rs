@@ -1,11 +1,13 @@
 //! The destination's post-copy server for one migrated process: a plain
-//! thread owning the userfaultfd created inside the worker. Faults become
-//! page requests to the origin (many in flight on the link), pages the
+//! thread owning the userfaultfd created inside the worker and the page
+//! channel to the origin. Faults become page requests (many in flight on
+//! the channel), pages the
 //! origin never touched are zero-filled here, and while the program does
 //! not fault a background pusher pulls the rest in growing batches. When
 //! every page is here the origin is told and the uffd is closed, so the
 //! process no longer depends on the origin.
 
+use super::channel::PageChannel;
 use super::PopulatedVma;
 use crate::peers::Peers;
 use crate::sys::{self, EventFd};
@@ -13,6 +15,7 @@ use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
 use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
 use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
+use std::os::fd::BorrowedFd;
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +29,8 @@ const PUSH_IN_FLIGHT: usize = 2;
 const FAULT_WINDOW: u64 = 4;
 /// How long the origin may stay unreachable before the process is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// How often a broken page channel is reopened.
+const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 
 /// Largest request (4 MiB), well inside one `PageData` frame.
 const MAX_REQUEST_PAGES: u64 = 1024;
@@ -43,7 +48,9 @@ pub struct PagerStats {
 pub struct PagerSpec {
     pub pid: i32,
     pub origin: String,
+    /// To reopen the channel if it breaks.
     pub peers: Arc<Peers>,
+    pub channel: PageChannel,
     pub uffd: Uffd,
     /// Registered regions `(start, end)`.
     pub regions: Vec<(u64, u64)>,
@@ -122,7 +129,17 @@ pub fn start(
         .name(format!("pager-{}", spec.pid))
         .spawn(move || {
             let mut p = Pager {
-                spec,
+                channel: Some(spec.channel),
+                spec: PagerConfig {
+                    pid: spec.pid,
+                    origin: spec.origin,
+                    peers: spec.peers,
+                    uffd: spec.uffd,
+                    background_push: spec.background_push,
+                },
+                next_req: 1,
+                refetch: Vec::new(),
+                last_connect: Instant::now(),
                 pc,
                 wake,
                 inflight: HashMap::new(),
@@ -141,8 +158,23 @@ pub fn start(
     Ok(handle)
 }
 
+/// What stays of the [`PagerSpec`] in the running pager.
+struct PagerConfig {
+    pid: i32,
+    origin: String,
+    peers: Arc<Peers>,
+    uffd: Uffd,
+    background_push: bool,
+}
+
 struct Pager {
-    spec: PagerSpec,
+    spec: PagerConfig,
+    /// `None` while broken (reopened every [`RECONNECT_EVERY`]).
+    channel: Option<PageChannel>,
+    next_req: u64,
+    /// Fault fetches lost with a broken channel: asked again on reconnect.
+    refetch: Vec<PageRange>,
+    last_connect: Instant,
     pc: Postcopy,
     wake: Arc<EventFd>,
     /// Request id → (destination range, is a background batch).
@@ -164,7 +196,6 @@ impl Pager {
     /// Serves until every page is here (true) or it is stopped or the
     /// process is gone (false).
     fn run(&mut self, stop: &AtomicBool) -> bool {
-        let (tx, rx) = mpsc::channel::<PeerMessage>();
         let pid = self.spec.pid;
         let started = Instant::now();
         loop {
@@ -182,28 +213,32 @@ impl Pager {
                 );
                 return true;
             }
-            let ready = sys::poll2(
-                self.spec.uffd.as_fd(),
-                self.wake.fd(),
-                Some(Duration::from_millis(100)),
-            );
-            let (faults_ready, woken) = match ready {
+            let ready = {
+                let mut fds: Vec<BorrowedFd<'_>> = vec![self.spec.uffd.as_fd(), self.wake.fd()];
+                if let Some(ch) = &self.channel {
+                    fds.push(ch.as_fd());
+                }
+                sys::poll_readable(&fds, Some(Duration::from_millis(100)))
+            };
+            let ready = match ready {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(pid, "pager poll: {e}");
                     return false;
                 }
             };
+            let (faults_ready, woken, data_ready) =
+                (ready[0], ready[1], ready.get(2).copied().unwrap_or(false));
             if woken {
                 self.wake.drain();
             }
-            if !faults_ready && !woken && !popcorn_checkpoint::process_exists(pid) {
+            if !ready.iter().any(|r| *r) && !popcorn_checkpoint::process_exists(pid) {
                 debug!(pid, "process gone: pager ends");
-                return false;
+                return true;
             }
             let mut faulted = false;
             if faults_ready {
-                match self.read_events(&tx) {
+                match self.read_events() {
                     Ok(f) => faulted = f,
                     Err(e) => {
                         warn!(pid, "pager: {e}");
@@ -211,14 +246,17 @@ impl Pager {
                     }
                 }
             }
-            while let Ok(msg) = rx.try_recv() {
-                self.arrived(msg);
+            if data_ready {
+                self.receive();
             }
             while let Ok(vmas) = self.maps.try_recv() {
                 self.apply_map(&vmas);
             }
+            if self.channel.is_none() {
+                self.reconnect();
+            }
             if !faulted {
-                self.push(&tx);
+                self.push();
             }
             if let Some(since) = self.failing_since {
                 if since.elapsed() > GIVE_UP_AFTER {
@@ -236,15 +274,61 @@ impl Pager {
         }
     }
 
+    /// Replies on the channel; a broken channel puts its requests back.
+    fn receive(&mut self) {
+        let Some(ch) = self.channel.as_mut() else {
+            return;
+        };
+        match ch.receive() {
+            Ok(msgs) => {
+                for m in msgs {
+                    self.arrived(m);
+                }
+            }
+            Err(e) => self.channel_lost(&e.to_string()),
+        }
+    }
+
+    fn channel_lost(&mut self, why: &str) {
+        warn!(pid = self.spec.pid, origin = %self.spec.origin, "page channel lost: {why}");
+        self.channel = None;
+        self.failing_since.get_or_insert_with(Instant::now);
+        for (_, (range, push)) in std::mem::take(&mut self.inflight) {
+            let _ = self.pc.on_fetch_failed(range);
+            if !push {
+                self.refetch.push(range);
+            }
+        }
+    }
+
+    fn reconnect(&mut self) {
+        if self.last_connect.elapsed() < RECONNECT_EVERY {
+            return;
+        }
+        self.last_connect = Instant::now();
+        match PageChannel::open(&self.spec.peers, &self.spec.origin, self.spec.pid) {
+            Ok(ch) => {
+                info!(pid = self.spec.pid, origin = %self.spec.origin, "page channel reopened");
+                self.channel = Some(ch);
+                for r in std::mem::take(&mut self.refetch) {
+                    if let Ok(Action::Fetch(r)) = self.pc.on_fault(r.start) {
+                        self.request(r, false);
+                    }
+                }
+            }
+            Err(e) => debug!(pid = self.spec.pid, "reopening the page channel: {e}"),
+        }
+    }
+
     /// Reads every pending uffd event; true if any was a fault.
-    fn read_events(&mut self, tx: &mpsc::Sender<PeerMessage>) -> Result<bool, UffdError> {
+    fn read_events(&mut self) -> Result<bool, UffdError> {
         let mut faulted = false;
         while let Some(ev) = self.spec.uffd.read_event()? {
             match ev {
                 Event::PageFault { addr, .. } => {
                     faulted = true;
                     self.stats.faults.fetch_add(1, Ordering::Relaxed);
-                    self.fault(addr, tx);
+                    self.fault(addr);
                 }
                 Event::Remove { start, end } | Event::Unmap { start, end } => {
                     self.pc.on_discard(start, end);
@@ -264,11 +348,11 @@ impl Pager {
         Ok(faulted)
     }
 
-    fn fault(&mut self, addr: u64, tx: &mpsc::Sender<PeerMessage>) {
+    fn fault(&mut self, addr: u64) {
         let page = addr & !(PAGE_SIZE - 1);
         match self.pc.on_fault(addr) {
             Ok(Action::ZeroFill(r)) => self.zero(r.start, r.bytes()),
-            Ok(Action::Fetch(r)) => self.request(r, false, tx),
+            Ok(Action::Fetch(r)) => self.request(r, false),
             Ok(Action::AlreadyInFlight) => {}
             Ok(Action::Present(r)) => {
                 let _ = self.spec.uffd.wake(r.start, r.bytes());
@@ -303,33 +387,33 @@ impl Pager {
         addr
     }
 
-    fn request(&mut self, r: PageRange, push: bool, tx: &mpsc::Sender<PeerMessage>) {
+    fn request(&mut self, r: PageRange, push: bool) {
         let mut start = r.start;
         let mut left = r.pages;
         while left > 0 {
             let n = left.min(MAX_REQUEST_PAGES);
             let part = PageRange { start, pages: n };
-            let from = self.origin_addr(start);
-            match self.spec.peers.request_pages_blocking(
-                &self.spec.origin,
-                self.spec.pid,
-                from,
-                n as u32,
-                tx,
-                &self.wake,
-            ) {
-                Ok(req_id) => {
-                    self.inflight.insert(req_id, (part, push));
-                }
-                Err(e) => {
-                    debug!(pid = self.spec.pid, "page request: {e}");
-                    self.failing_since.get_or_insert_with(Instant::now);
-                    let _ = self.pc.on_fetch_failed(part);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
             start += n * PAGE_SIZE;
             left -= n;
+            let req_id = self.next_req;
+            let msg = PeerMessage::PageRequest {
+                req_id,
+                pid: self.spec.pid,
+                addr: self.origin_addr(part.start),
+                pages: n as u32,
+            };
+            let Some(ch) = self.channel.as_mut() else {
+                let _ = self.pc.on_fetch_failed(part);
+                if !push {
+                    self.refetch.push(part);
+                }
+                continue;
+            };
+            self.next_req += 1;
+            self.inflight.insert(req_id, (part, push));
+            if let Err(e) = ch.send(&msg) {
+                self.channel_lost(&e.to_string());
+            }
         }
     }
 
@@ -385,8 +469,7 @@ impl Pager {
                 Ok(_) => return,
                 // Events are pending (the map is changing): read them first.
                 Err(UffdError::Again { .. }) => {
-                    let (tx, _rx) = mpsc::channel();
-                    if let Err(e) = self.read_events(&tx) {
+                    if let Err(e) = self.read_events() {
                         warn!(pid = self.spec.pid, "pager: {e}");
                         return;
                     }
@@ -426,7 +509,7 @@ impl Pager {
 
     /// Background batches while the program does not fault, once it runs
     /// and the population map is known.
-    fn push(&mut self, tx: &mpsc::Sender<PeerMessage>) {
+    fn push(&mut self) {
         if !self.resumed.load(Ordering::Relaxed) {
             return;
         }
@@ -439,7 +522,7 @@ impl Pager {
             return;
         }
         for r in self.pc.next_push_batch() {
-            self.request(r, true, tx);
+            self.request(r, true);
         }
     }
 
@@ -476,47 +559,51 @@ impl Pager {
     }
 }
 
-/// Fetches `ranges` (`(start, len)`) of `pid` from `origin` and returns
-/// their bytes, for the few pages that must be in place before the worker
-/// runs.
-pub fn fetch_blocking(
-    peers: &Peers,
-    origin: &str,
+/// Fetches `ranges` (`(start, len)`) of `pid` over `ch` and returns their
+/// bytes, for the few pages that must be in place before the worker runs.
+pub fn fetch_now(
+    ch: &mut PageChannel,
     pid: i32,
     ranges: &[(u64, u64)],
 ) -> Result<Vec<(u64, Vec<u8>)>, String> {
-    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
-    let (tx, rx) = mpsc::channel();
     let mut asked = HashMap::new();
+    let mut req_id = 0u64;
     for &(start, len) in ranges {
         let mut off = 0;
         while off < len {
             let n = (len - off).min(MAX_REQUEST_PAGES * PAGE_SIZE);
-            let id = peers.request_pages_blocking(
-                origin,
+            req_id += 1;
+            let msg = PeerMessage::PageRequest {
+                req_id,
                 pid,
-                start + off,
-                (n / PAGE_SIZE) as u32,
-                &tx,
-                &wake,
-            )?;
-            asked.insert(id, start + off);
+                addr: start + off,
+                pages: (n / PAGE_SIZE) as u32,
+            };
+            ch.send(&msg).map_err(|e| format!("page channel: {e}"))?;
+            asked.insert(req_id, start + off);
             off += n;
         }
     }
+    let deadline = Instant::now() + super::CALL_TIMEOUT;
     let mut out = Vec::with_capacity(asked.len());
     while !asked.is_empty() {
-        match rx.recv_timeout(super::CALL_TIMEOUT) {
-            Ok(PeerMessage::PageData { req_id, data, .. }) => {
-                if let Some(addr) = asked.remove(&req_id) {
-                    out.push((addr, data));
+        if Instant::now() > deadline {
+            return Err("the origin did not send the process's memory".into());
+        }
+        sys::poll_readable(&[ch.as_fd()], Some(Duration::from_millis(100)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for m in ch.receive().map_err(|e| format!("page channel: {e}"))? {
+            match m {
+                PeerMessage::PageData { req_id, data, .. } => {
+                    if let Some(addr) = asked.remove(&req_id) {
+                        out.push((addr, data));
+                    }
                 }
+                PeerMessage::PageError { message, .. } => {
+                    return Err(format!("fetching memory: {message}"))
+                }
+                _ => {}
             }
-            Ok(PeerMessage::PageError { message, .. }) => {
-                return Err(format!("fetching memory from {origin}: {message}"))
-            }
-            Ok(_) => {}
-            Err(_) => return Err(format!("{origin} did not send the process's memory")),
         }
     }
     Ok(out)
