@@ -60,7 +60,9 @@ impl PageChannel {
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut self.sock) {
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_fd(&self.sock, libc::POLLOUT),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_fd(&self.sock, libc::POLLOUT)
+                }
                 Err(e) => return Err(e),
             }
         }

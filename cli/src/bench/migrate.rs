@@ -37,6 +37,9 @@ pub struct MigrateArgs {
     /// Write JSON to this file as well as stdout.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Leave the cluster up afterwards (its logs are in /run/popcorn-bench/logs).
+    #[arg(long)]
+    keep_cluster: bool,
 }
 
 #[derive(clap::Args)]
@@ -100,12 +103,14 @@ struct Report {
 /// The temporary cluster; removed on drop.
 struct Cluster {
     exe: PathBuf,
+    keep: bool,
 }
 
 impl Cluster {
-    fn up(exe: &Path) -> Result<Cluster> {
+    fn up(exe: &Path, keep: bool) -> Result<Cluster> {
         let c = Cluster {
             exe: exe.to_owned(),
+            keep,
         };
         let _ = c.cluster(&["down"]).output();
         let out = c.cluster(&["up", "--nodes", "2"]).output()?;
@@ -176,6 +181,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.keep {
+            eprintln!("the cluster stays up: popcorn cluster down --name {CLUSTER} --dir {DIR}");
+            return;
+        }
         let _ = self.cluster(&["down"]).output();
     }
 }
@@ -252,7 +261,7 @@ pub fn run(args: &MigrateArgs) -> Result<i32> {
         bail!("--sizes-mib, --rounds and --faults must not be empty or zero");
     }
     let exe = std::env::current_exe()?;
-    let cluster = Cluster::up(&exe)?;
+    let cluster = Cluster::up(&exe, args.keep_cluster)?;
     let exe_s = exe.to_string_lossy().into_owned();
 
     // Baselines on the same link and machine.
@@ -261,11 +270,14 @@ pub fn run(args: &MigrateArgs) -> Result<i32> {
     let mut server = cluster
         .exec("b", &[&exe_s, "bench", "net-server", "--listen", &listen])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
     let net = cluster
         .exec("a", &[&exe_s, "bench", "net-client", "--connect", &listen])
         .output();
+    // The server exits after the client's two connections; `kill` only
+    // reaches the `cluster exec` wrapper, so it is the fallback.
     let _ = server.kill();
     let _ = server.wait();
     let net = net?;
@@ -414,31 +426,29 @@ pub fn workload(args: &WorkloadArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Echoes connections that start with `p`; drains those that start with
-/// `s` and answers with one byte at their end.
+/// Serves the two connections of one `net-client` run, then exits: the
+/// first (`p`) is echoed, the second (`s`) drained and answered with one
+/// byte at its end.
 pub fn net_server(listen: &str) -> Result<i32> {
     let l = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
-    for conn in l.incoming() {
-        let mut c = conn?;
+    for _ in 0..2 {
+        let (mut c, _) = l.accept()?;
         c.set_nodelay(true)?;
-        std::thread::spawn(move || -> std::io::Result<()> {
-            let mut mode = [0u8; 1];
-            c.read_exact(&mut mode)?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = c.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                if mode[0] == b'p' {
-                    c.write_all(&buf[..n])?;
-                }
+        let mut mode = [0u8; 1];
+        c.read_exact(&mut mode)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = c.read(&mut buf)?;
+            if n == 0 {
+                break;
             }
-            if mode[0] == b's' {
-                c.write_all(b"k")?;
+            if mode[0] == b'p' {
+                c.write_all(&buf[..n])?;
             }
-            Ok(())
-        });
+        }
+        if mode[0] == b's' {
+            c.write_all(b"k")?;
+        }
     }
     Ok(0)
 }
