@@ -88,7 +88,8 @@ pub struct MigrationReport {
     /// Pages the destination fills with zeros locally (never touched).
     pub pages_zero: u64,
     /// With `wait`: milliseconds from the resume until every page had
-    /// reached the destination (on demand and in the background).
+    /// reached the destination (on demand and in the background) and the
+    /// origin had released its copy.
     #[serde(default)]
     pub transfer_ms: Option<u64>,
 }

@@ -106,6 +106,7 @@ impl Migrations {
                 ));
             }
         }
+        self.wait_released(pid).await;
         if lock(&self.incoming).contains_key(&pid) {
             return Err(format!(
                 "a migration of process {pid} to '{}' is already under way",

@@ -269,7 +269,12 @@ impl Migrations {
                 }
                 self.table.set_node(pid, &node);
             }
-            PeerNotice::PushDone { pid } => self.push_done(from, pid).await,
+            PeerNotice::PushDone { pid } => {
+                // Freeing a large frozen copy takes a while: not inline.
+                let me = self.clone();
+                let from = from.to_owned();
+                tokio::spawn(async move { me.push_done(&from, pid).await });
+            }
             PeerNotice::Populated { pid, vmas } => match lock(&self.pagers).get(&pid) {
                 Some((_, pager)) => pager.populated(vmas),
                 None => debug!(pid, "population map for a process whose pages are all here"),

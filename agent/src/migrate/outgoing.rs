@@ -35,7 +35,7 @@ pub struct Departed {
     pub committed: bool,
     /// `PushDone` arrived before the commit was confirmed.
     pub push_done: bool,
-    /// Turns `true` on `PushDone`.
+    /// Turns `true` once the frozen copy is discarded (after `PushDone`).
     pub done: tokio::sync::watch::Sender<bool>,
 }
 
@@ -459,9 +459,6 @@ impl Migrations {
         self.peers.unexport(from, pid);
         let shadow = {
             let mut moved = lock(&self.moved);
-            if let Some(d) = moved.get(&pid).filter(|d| d.to == from) {
-                d.done.send_replace(true);
-            }
             match moved.get_mut(&pid) {
                 Some(d) if d.to == from && d.committed => d.shadow.take(),
                 Some(d) if d.to == from => {
@@ -476,6 +473,21 @@ impl Migrations {
                 Ok(()) => info!(pid, "frozen copy discarded: {from} has every page"),
                 Err(e) => warn!(pid, "discarding the frozen copy: {e}"),
             }
+            if let Some(d) = lock(&self.moved).get(&pid) {
+                d.done.send_replace(true);
+            }
+        }
+    }
+
+    /// Waits until a frozen copy of `pid` left here by an earlier migration
+    /// is gone (it holds the PID a returning process needs).
+    pub(super) async fn wait_released(&self, pid: i32) {
+        let release = lock(&self.moved)
+            .get(&pid)
+            .filter(|d| d.committed)
+            .map(|d| d.done.subscribe());
+        if let Some(mut r) = release {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, r.wait_for(|d| *d)).await;
         }
     }
 }
