@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 /// Background requests in flight at once.
 const PUSH_IN_FLIGHT: usize = 2;
 /// Pages fetched per fault (the faulting one and the next ones).
-const FAULT_WINDOW: u64 = 4;
+const FAULT_WINDOW: u64 = 1;
 /// How long the origin may stay unreachable before the process is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 /// How often a broken page channel is reopened.
