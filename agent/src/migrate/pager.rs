@@ -29,6 +29,8 @@ const PUSH_IN_FLIGHT: usize = 2;
 const FAULT_WINDOW: u64 = 1;
 /// How long the origin may stay unreachable before the process is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// How long the pager busy-polls after a fault or a reply before sleeping.
+const SPIN: Duration = Duration::from_micros(200);
 /// How often a broken page channel is reopened.
 const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 
@@ -198,6 +200,7 @@ impl Pager {
     fn run(&mut self, stop: &AtomicBool) -> bool {
         let pid = self.spec.pid;
         let started = Instant::now();
+        let mut last_active = Instant::now() - SPIN;
         loop {
             if stop.load(Ordering::Relaxed) {
                 return false;
@@ -218,7 +221,14 @@ impl Pager {
                 if let Some(ch) = &self.channel {
                     fds.push(ch.as_fd());
                 }
-                sys::poll_readable(&fds, Some(Duration::from_millis(100)))
+                // Busy-poll for a moment after activity: a sleeping CPU takes
+                // tens of microseconds to wake in a VM, per fault.
+                let wait = if last_active.elapsed() < SPIN {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(100)
+                };
+                sys::poll_readable(&fds, Some(wait))
             };
             let ready = match ready {
                 Ok(r) => r,
@@ -231,6 +241,9 @@ impl Pager {
                 (ready[0], ready[1], ready.get(2).copied().unwrap_or(false));
             if woken {
                 self.wake.drain();
+            }
+            if faults_ready || data_ready {
+                last_active = Instant::now();
             }
             if !ready.iter().any(|r| *r) && !popcorn_checkpoint::process_exists(pid) {
                 debug!(pid, "process gone: pager ends");
