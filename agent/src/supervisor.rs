@@ -128,23 +128,12 @@ pub fn launch(
                 }
             };
             let pid = child.id() as i32;
-            let setup = (|| {
-                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
-                let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
-                let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
-                Ok::<_, String>((pidfd, signal_fd, wake))
-            })();
-            let (pidfd, signal_fd, wake) = match setup {
-                Ok(s) => s,
+            let (pidfd, signal_fd, wake, handle, rx) = match control_for(pid) {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = started_tx.send(Err(e));
                     return;
                 }
-            };
-            let (tx, rx) = mpsc::channel();
-            let handle = Handle {
-                tx,
-                wake: wake.clone(),
             };
             if started_tx
                 .send(Ok((pid, signal_fd, handle, Registered(go_tx))))
@@ -217,24 +206,13 @@ pub fn restore<T: Send + 'static>(
                 }
             };
             let pid = worker.process.pid();
-            let setup = (|| {
-                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
-                let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
-                let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
-                Ok::<_, String>((pidfd, signal_fd, wake))
-            })();
-            let (pidfd, signal_fd, wake) = match setup {
-                Ok(s) => s,
+            let (pidfd, signal_fd, wake, handle, rx) = match control_for(pid) {
+                Ok(c) => c,
                 Err(e) => {
                     kill_and_reap(pid);
                     let _ = started_tx.send(Err(e));
                     return;
                 }
-            };
-            let (tx, rx) = mpsc::channel();
-            let handle = Handle {
-                tx,
-                wake: wake.clone(),
             };
             if started_tx
                 .send(Ok((pid, signal_fd, handle, Commit(go_tx), extra)))
@@ -260,6 +238,29 @@ pub fn restore<T: Send + 'static>(
     started_rx
         .recv()
         .map_err(|_| "restore thread died".to_owned())?
+}
+
+/// What a supervisor thread needs to control `pid`: a pidfd for itself,
+/// one for the caller (signals), the wake-up eventfd, the handle and the
+/// request queue.
+type Control = (
+    OwnedFd,
+    OwnedFd,
+    Arc<EventFd>,
+    Handle,
+    mpsc::Receiver<Request>,
+);
+
+fn control_for(pid: i32) -> Result<Control, String> {
+    let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
+    let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (tx, rx) = mpsc::channel();
+    let handle = Handle {
+        tx,
+        wake: wake.clone(),
+    };
+    Ok((pidfd, signal_fd, wake, handle, rx))
 }
 
 /// SIGKILLs a child of this thread and collects it (and its threads).
