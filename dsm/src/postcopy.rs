@@ -77,7 +77,7 @@ pub enum PostcopyError {
     UnknownAddress(u64),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Region {
     start: u64,
     end: u64,
@@ -340,6 +340,24 @@ impl Postcopy {
         self.zero_where(start, end, |p| p == PageState::AtOrigin)
     }
 
+    /// The state of a child the process forked: pages present here were
+    /// copied by the fork, pages in flight here are still missing there
+    /// (`AtOrigin`), the rest is the same. The pusher starts afresh.
+    pub fn fork_child(&self) -> Postcopy {
+        let mut child = Postcopy::new();
+        child.fault_window = self.fault_window;
+        child.regions = self.regions.clone();
+        child.counts = self.counts;
+        for r in &mut child.regions {
+            for p in r.pages.iter_mut().filter(|p| **p == PageState::InFlight) {
+                *p = PageState::AtOrigin;
+            }
+        }
+        child.counts.at_origin += child.counts.in_flight;
+        child.counts.in_flight = 0;
+        child
+    }
+
     /// Current background batch size in bytes.
     pub fn push_batch_bytes(&self) -> u64 {
         self.push_bytes
@@ -578,6 +596,27 @@ mod tests {
         );
         assert_eq!(pc.remaining(), 2);
         assert_eq!(pc.on_origin_untouched(0x8000, 0x9000), 0);
+    }
+
+    #[test]
+    fn a_forked_child_fetches_what_was_in_flight() {
+        let mut pc = Postcopy::new();
+        pc.add_region(0x1000, 0x5000).unwrap();
+        pc.mark_at_origin(0x1000, 0x4000).unwrap();
+        assert_eq!(pc.on_fault(0x1000), Ok(Action::Fetch(range(0x1000, 1))));
+        assert_eq!(pc.on_fault(0x2000), Ok(Action::Fetch(range(0x2000, 1))));
+        pc.on_pages_arrived(range(0x2000, 1)).unwrap();
+        let mut child = pc.fork_child();
+        assert_eq!(child.state(0x1000), Some(PageState::AtOrigin));
+        assert_eq!(child.state(0x2000), Some(PageState::Present));
+        assert_eq!(child.state(0x3000), Some(PageState::AtOrigin));
+        assert_eq!(child.state(0x4000), Some(PageState::NotTouchedAtOrigin));
+        assert_eq!(child.remaining(), 2);
+        assert_eq!(child.counts().in_flight, 0);
+        assert_eq!(child.on_fault(0x1000), Ok(Action::Fetch(range(0x1000, 1))));
+        // The parent is unchanged.
+        assert_eq!(pc.state(0x1000), Some(PageState::InFlight));
+        assert_eq!(pc.remaining(), 2);
     }
 
     #[test]

@@ -16,10 +16,9 @@ use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
 use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
 use std::collections::HashMap;
-use std::os::fd::AsFd;
-use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -69,6 +68,7 @@ const MAP_WAIT: Duration = Duration::from_secs(2);
 /// Controls a running pager.
 pub struct PagerHandle {
     stop: Arc<AtomicBool>,
+    aborted: Arc<AtomicBool>,
     resumed: Arc<AtomicBool>,
     wake: Arc<EventFd>,
     maps: mpsc::Sender<Vec<PopulatedVma>>,
@@ -93,8 +93,62 @@ impl PagerHandle {
 
     /// Ends the pager (the restore was abandoned).
     pub fn stop(&self) {
+        self.aborted.store(true, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
         self.wake.wake();
+    }
+}
+
+/// The pagers of one migration: the process's and those of children it
+/// forks before its memory has all arrived (each child has its own uffd and
+/// page state). `on_done` runs when the last one ends.
+struct Family {
+    live: AtomicUsize,
+    /// Ends every pager of the family (abort, or the process is gone).
+    stop: Arc<AtomicBool>,
+    /// The restore was abandoned: the origin keeps the process.
+    aborted: Arc<AtomicBool>,
+    on_done: Mutex<Option<OnDone>>,
+}
+
+/// Runs once every pager of a migration has ended (`true`: not aborted, so
+/// the origin's copy is no longer needed).
+type OnDone = Box<dyn FnOnce(bool) + Send>;
+
+impl Family {
+    fn finished(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let done = self
+                .on_done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(f) = done {
+                f(!self.aborted.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+fn spawn(mut p: Pager, name: String) -> Result<(), String> {
+    let family = p.family.clone();
+    family.live.fetch_add(1, Ordering::AcqRel);
+    let ours = family.clone();
+    let started = std::thread::Builder::new().name(name).spawn(move || {
+        let ended = p.run(&ours.stop.clone());
+        if ended == End::ProcessGone {
+            // Forked children cannot tell when they are gone: they end
+            // with the process (their missing pages had the same source).
+            ours.stop.store(true, Ordering::Relaxed);
+        }
+        ours.finished();
+    });
+    match started {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            family.live.fetch_sub(1, Ordering::AcqRel);
+            Err(format!("cannot start a pager thread: {e}"))
+        }
     }
 }
 
@@ -117,6 +171,7 @@ pub fn start(
     let (maps_tx, maps) = mpsc::channel();
     let handle = PagerHandle {
         stop: Arc::new(AtomicBool::new(false)),
+        aborted: Arc::new(AtomicBool::new(false)),
         resumed: Arc::new(AtomicBool::new(false)),
         wake: wake.clone(),
         maps: maps_tx,
@@ -124,39 +179,38 @@ pub fn start(
         pages_at_origin: c.at_origin,
         pages_zero: c.not_touched,
     };
-    let stop = handle.stop.clone();
-    let resumed = handle.resumed.clone();
-    let stats = handle.stats.clone();
-    std::thread::Builder::new()
-        .name(format!("pager-{}", spec.pid))
-        .spawn(move || {
-            let mut p = Pager {
-                channel: Some(spec.channel),
-                spec: PagerConfig {
-                    pid: spec.pid,
-                    origin: spec.origin,
-                    peers: spec.peers,
-                    uffd: spec.uffd,
-                    background_push: spec.background_push,
-                },
-                next_req: 1,
-                refetch: Vec::new(),
-                last_connect: Instant::now(),
-                pc,
-                wake,
-                inflight: HashMap::new(),
-                remaps: Vec::new(),
-                resumed,
-                resumed_at: None,
-                maps,
-                map_known: false,
-                stats,
-                failing_since: None,
-            };
-            let complete = p.run(&stop);
-            on_done(complete);
-        })
-        .map_err(|e| format!("cannot start the pager thread: {e}"))?;
+    let family = Arc::new(Family {
+        live: AtomicUsize::new(0),
+        stop: handle.stop.clone(),
+        aborted: handle.aborted.clone(),
+        on_done: Mutex::new(Some(Box::new(on_done))),
+    });
+    let p = Pager {
+        channel: Some(spec.channel),
+        spec: PagerConfig {
+            pid: spec.pid,
+            origin: spec.origin,
+            peers: spec.peers,
+            uffd: spec.uffd,
+            background_push: spec.background_push,
+            forked: false,
+        },
+        family,
+        next_req: 1,
+        refetch: Vec::new(),
+        last_connect: Instant::now(),
+        pc,
+        wake,
+        inflight: HashMap::new(),
+        remaps: Vec::new(),
+        resumed: handle.resumed.clone(),
+        resumed_at: None,
+        maps,
+        map_known: false,
+        stats: handle.stats.clone(),
+        failing_since: None,
+    };
+    spawn(p, format!("pager-{}", spec.pid))?;
     Ok(handle)
 }
 
@@ -167,10 +221,23 @@ struct PagerConfig {
     peers: Arc<Peers>,
     uffd: Uffd,
     background_push: bool,
+    /// The pager of a forked child: `pid` is its parent's (the pages come
+    /// from the parent's copy at the origin), so its liveness is unknown.
+    forked: bool,
+}
+
+/// Why a pager ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    ProcessGone,
+    Stopped,
+    Failed,
 }
 
 struct Pager {
     spec: PagerConfig,
+    family: Arc<Family>,
     /// `None` while broken (reopened every [`RECONNECT_EVERY`]).
     channel: Option<PageChannel>,
     next_req: u64,
@@ -195,15 +262,15 @@ struct Pager {
 }
 
 impl Pager {
-    /// Serves until every page is here (true) or it is stopped or the
-    /// process is gone (false).
-    fn run(&mut self, stop: &AtomicBool) -> bool {
+    /// Serves until every page is here, the process is gone, the family is
+    /// stopped, or serving fails.
+    fn run(&mut self, stop: &AtomicBool) -> End {
         let pid = self.spec.pid;
         let started = Instant::now();
         let mut last_active = Instant::now() - SPIN;
         loop {
             if stop.load(Ordering::Relaxed) {
-                return false;
+                return End::Stopped;
             }
             if self.pc.remaining() == 0 && self.inflight.is_empty() {
                 let c = self.pc.counts();
@@ -214,7 +281,7 @@ impl Pager {
                     faults = self.stats.faults.load(Ordering::Relaxed),
                     "every page has arrived"
                 );
-                return true;
+                return End::Complete;
             }
             let ready = {
                 let mut fds: Vec<BorrowedFd<'_>> = vec![self.spec.uffd.as_fd(), self.wake.fd()];
@@ -234,7 +301,7 @@ impl Pager {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(pid, "pager poll: {e}");
-                    return false;
+                    return End::Failed;
                 }
             };
             let (faults_ready, woken, data_ready) =
@@ -245,9 +312,12 @@ impl Pager {
             if faults_ready || data_ready {
                 last_active = Instant::now();
             }
-            if !ready.iter().any(|r| *r) && !popcorn_checkpoint::process_exists(pid) {
+            if !ready.iter().any(|r| *r)
+                && !self.spec.forked
+                && !popcorn_checkpoint::process_exists(pid)
+            {
                 debug!(pid, "process gone: pager ends");
-                return true;
+                return End::ProcessGone;
             }
             let mut faulted = false;
             if faults_ready {
@@ -255,7 +325,7 @@ impl Pager {
                     Ok(f) => faulted = f,
                     Err(e) => {
                         warn!(pid, "pager: {e}");
-                        return false;
+                        return End::Failed;
                     }
                 }
             }
@@ -281,7 +351,7 @@ impl Pager {
                     );
                     // SAFETY: plain integer arguments.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return false;
+                    return End::Failed;
                 }
             }
         }
@@ -348,12 +418,14 @@ impl Pager {
                 }
                 Event::Remap { from, to, len } => self.remap(from, to, len),
                 Event::Fork { ufd } => {
-                    warn!(
-                        pid = self.spec.pid,
-                        "fork during post-copy: the child's missing pages read as zero"
-                    );
-                    // SAFETY: the event handed us this descriptor to own.
-                    unsafe { libc::close(ufd) };
+                    // SAFETY: the event installed this descriptor for us to own.
+                    let fd = unsafe { OwnedFd::from_raw_fd(ufd) };
+                    if let Err(e) = self.fork_pager(fd) {
+                        warn!(
+                            pid = self.spec.pid,
+                            "fork during post-copy: {e}; the child's missing pages read as zero"
+                        );
+                    }
                 }
                 Event::Unknown(kind) => debug!(kind, "unknown uffd event"),
             }
@@ -388,6 +460,44 @@ impl Pager {
                 let _ = self.spec.uffd.wake(start, len);
             }
         }
+    }
+
+    /// Serves a child the process forked with its own pager: the child's
+    /// missing pages are the parent's, still at the origin.
+    fn fork_pager(&mut self, ufd: OwnedFd) -> Result<(), String> {
+        let channel = PageChannel::open(&self.spec.peers, &self.spec.origin, self.spec.pid)?;
+        let (_, maps) = mpsc::channel();
+        let child = Pager {
+            spec: PagerConfig {
+                pid: self.spec.pid,
+                origin: self.spec.origin.clone(),
+                peers: self.spec.peers.clone(),
+                uffd: Uffd::adopt_forked(ufd, &self.spec.uffd),
+                background_push: self.spec.background_push,
+                forked: true,
+            },
+            family: self.family.clone(),
+            channel: Some(channel),
+            next_req: 1,
+            refetch: Vec::new(),
+            last_connect: Instant::now(),
+            pc: self.pc.fork_child(),
+            wake: Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?),
+            inflight: HashMap::new(),
+            remaps: self.remaps.clone(),
+            resumed: Arc::new(AtomicBool::new(true)),
+            resumed_at: None,
+            maps,
+            map_known: true,
+            stats: self.stats.clone(),
+            failing_since: None,
+        };
+        info!(
+            pid = self.spec.pid,
+            remaining = child.pc.remaining(),
+            "forked during post-copy: serving the child"
+        );
+        spawn(child, format!("pager-{}-child", self.spec.pid))
     }
 
     /// Where the origin has the page now at `addr` here.
