@@ -14,11 +14,15 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bytes read from the socket per syscall.
+const RAW_READ: usize = 256 << 10;
 
 /// The destination's end: send requests, collect replies when readable.
 pub struct PageChannel {
     conn: ClientConnection,
     sock: TcpStream,
+    /// Bytes read from the socket, before decryption.
+    raw: Vec<u8>,
     inbuf: Vec<u8>,
 }
 
@@ -36,6 +40,7 @@ impl PageChannel {
         let mut ch = PageChannel {
             conn,
             sock,
+            raw: vec![0; RAW_READ],
             inbuf: Vec::new(),
         };
         while ch.conn.is_handshaking() {
@@ -73,22 +78,27 @@ impl PageChannel {
     /// complete frames received. An error means the channel is gone.
     pub fn receive(&mut self) -> io::Result<Vec<PeerMessage>> {
         loop {
-            match self.conn.read_tls(&mut self.sock) {
+            // One big read per syscall: rustls reads at most 4 KiB at a time,
+            // so it is fed from this buffer instead of the socket.
+            let n = match self.sock.read(&mut self.raw) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the origin closed the page channel",
                     ))
                 }
-                Ok(_) => {
-                    self.conn
-                        .process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    drain_plaintext(self.conn.reader(), &mut self.inbuf)?;
-                }
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
+            };
+            let mut tls = &self.raw[..n];
+            while !tls.is_empty() {
+                self.conn.read_tls(&mut tls)?;
+                self.conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                drain_plaintext(self.conn.reader(), &mut self.inbuf)?;
             }
         }
         let mut out = Vec::new();
