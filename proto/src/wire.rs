@@ -122,6 +122,23 @@ pub enum WireError {
 /// Largest body of a `Call`/`Answer`/`Notice`/`Stdio` frame.
 pub const MAX_BODY: usize = MAX_FRAME - 64;
 
+/// Bytes of a `PageData` frame before its data.
+pub const PAGE_DATA_HEADER: usize = 4 + 2 + 8 + 8 + 4;
+
+/// The start of a `PageData` frame carrying `len` bytes: a sender can write
+/// it and then the data itself, without building the whole frame.
+pub fn page_data_header(req_id: u64, addr: u64, len: usize) -> [u8; PAGE_DATA_HEADER] {
+    let mut h = [0u8; PAGE_DATA_HEADER];
+    let body_len = (PAGE_DATA_HEADER - 4 + len) as u32;
+    h[..4].copy_from_slice(&body_len.to_be_bytes());
+    h[4] = WIRE_VERSION;
+    h[5] = KIND_PAGE_DATA;
+    h[6..14].copy_from_slice(&req_id.to_be_bytes());
+    h[14..22].copy_from_slice(&addr.to_be_bytes());
+    h[22..26].copy_from_slice(&(len as u32).to_be_bytes());
+    h
+}
+
 /// Encodes one message as a complete frame.
 pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
     let mut body = vec![WIRE_VERSION];
@@ -155,12 +172,10 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
         }
         PeerMessage::PageData { req_id, addr, data } => {
             debug_assert!(data.len() <= MAX_PAGE_DATA && data.len().is_multiple_of(PAGE_SIZE));
-            body.reserve(8 + 8 + 4 + data.len());
-            body.push(KIND_PAGE_DATA);
-            body.extend_from_slice(&req_id.to_be_bytes());
-            body.extend_from_slice(&addr.to_be_bytes());
-            body.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            body.extend_from_slice(data);
+            let mut frame = Vec::with_capacity(PAGE_DATA_HEADER + data.len());
+            frame.extend_from_slice(&page_data_header(*req_id, *addr, data.len()));
+            frame.extend_from_slice(data);
+            return frame;
         }
         PeerMessage::PageError { req_id, message } => {
             body.push(KIND_PAGE_ERROR);

@@ -5,7 +5,9 @@
 //! hops through async tasks and queue faults behind other traffic.
 
 use crate::peers::Peers;
-use popcorn_proto::wire::{decode_frame, encode_frame, PeerMessage, MAX_PAGE_DATA, PAGE_SIZE};
+use popcorn_proto::wire::{
+    decode_frame, encode_frame, page_data_header, PeerMessage, MAX_PAGE_DATA, PAGE_SIZE,
+};
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -192,7 +194,14 @@ pub fn serve(
         pending.drain(..at);
         let written = replies
             .iter()
-            .try_for_each(|r| stream.write_all(&encode_frame(r)))
+            .try_for_each(|r| match r {
+                // Header, then the pages straight from the read buffer.
+                PeerMessage::PageData { req_id, addr, data } => {
+                    stream.write_all(&page_data_header(*req_id, *addr, data.len()))?;
+                    stream.write_all(data)
+                }
+                other => stream.write_all(&encode_frame(other)),
+            })
             .and_then(|()| stream.flush());
         if let Err(e) = written {
             break e;
