@@ -1,49 +1,62 @@
-/* Fork during post-copy: fills 16 MiB, prints "ready", waits for a line on
- * stdin, then forks. The child checks every word (its memory arrives through
- * its own pager) and exits 0 if all match; the parent checks too, waits
- * for the child and exits with 0 only if both were intact. */
+/* Migration workload: `mig_fork TRIGGER`. Fills 16 MiB with known data,
+ * prints "ready", waits until the file TRIGGER exists, then forks: the
+ * child counts the words that differ from what the parent wrote and
+ * prints "child bad N" (exit 1 if N > 0); the parent waits for it, does
+ * the same check ("parent bad N") and prints "OK fork" when both are 0.
+ * Exits 0. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
-#define WORDS ((16u << 20) / 8)
+static size_t n = (16u << 20) / 8;
+static uint64_t *b;
 
-static int check(const uint64_t *m) {
-    uint64_t x = 7;
-    for (size_t i = 0; i < WORDS; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        if (m[i] != x)
-            return 0;
-    }
-    return 1;
+static uint64_t word(size_t i) { return i * 2654435761u + 1; }
+
+static size_t bad(void) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != word(i))
+            k++;
+    return k;
 }
 
-int main(void) {
-    uint64_t *m = malloc(WORDS * 8), x = 7;
-    if (!m)
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: mig_fork TRIGGER\n");
         return 2;
-    for (size_t i = 0; i < WORDS; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        m[i] = x;
     }
+    b = malloc(n * 8);
+    if (!b)
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        b[i] = word(i);
     printf("ready\n");
     fflush(stdout);
-    char line[64];
-    if (!fgets(line, sizeof line, stdin))
-        return 3;
-    pid_t c = fork();
-    if (c < 0)
-        return 4;
-    if (c == 0) {
-        int ok = check(m);
-        printf("child %s\n", ok ? "intact" : "CORRUPTED");
-        fflush(stdout);
-        _exit(ok ? 0 : 1);
+    while (access(argv[1], F_OK) != 0) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
     }
-    int ok = check(m), st = 0;
-    waitpid(c, &st, 0);
-    printf("parent %s\n", ok ? "intact" : "CORRUPTED");
-    return ok && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+    pid_t p = fork();
+    if (p < 0) {
+        perror("fork");
+        return 1;
+    }
+    if (p == 0) {
+        size_t k = bad();
+        printf("child bad %zu\n", k);
+        fflush(stdout);
+        _exit(k ? 1 : 0);
+    }
+    int st;
+    if (waitpid(p, &st, 0) != p)
+        return 1;
+    size_t k = bad();
+    printf("parent bad %zu\n", k);
+    if (k == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        printf("OK fork\n");
+    return 0;
 }
