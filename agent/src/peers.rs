@@ -55,6 +55,7 @@ pub enum Inbound {
         from: String,
         pid: i32,
         fd: u8,
+        offset: u64,
         data: Vec<u8>,
     },
 }
@@ -617,8 +618,8 @@ where
                     Some(Ok(PeerMessage::Notice { body })) => {
                         to_inbox(peers, Inbound::Notice { from: peer.to_owned(), body });
                     }
-                    Some(Ok(PeerMessage::Stdio { pid, fd, data })) => {
-                        to_inbox(peers, Inbound::Stdio { from: peer.to_owned(), pid, fd, data });
+                    Some(Ok(PeerMessage::Stdio { pid, fd, offset, data })) => {
+                        to_inbox(peers, Inbound::Stdio { from: peer.to_owned(), pid, fd, offset, data });
                     }
                     Some(Ok(other)) => break anyhow!("protocol error: unexpected {}", kind_name(&other)),
                 }

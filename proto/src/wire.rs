@@ -72,10 +72,13 @@ pub enum PeerMessage {
     },
     /// Bytes of standard stream `fd` (0, 1 or 2) of migrated process `pid`,
     /// relayed between the node it runs on and its home; empty `data` is
-    /// end of stream.
+    /// end of stream. `offset` is the position of `data` in the stream
+    /// (stdin chunks can reach a new host by two paths and are put back in
+    /// order by it).
     Stdio {
         pid: i32,
         fd: u8,
+        offset: u64,
         data: Vec<u8>,
     },
 }
@@ -202,10 +205,16 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
             body.push(KIND_NOTICE);
             put_bytes(&mut body, b);
         }
-        PeerMessage::Stdio { pid, fd, data } => {
+        PeerMessage::Stdio {
+            pid,
+            fd,
+            offset,
+            data,
+        } => {
             body.push(KIND_STDIO);
             body.extend_from_slice(&pid.to_be_bytes());
             body.push(*fd);
+            body.extend_from_slice(&offset.to_be_bytes());
             put_bytes(&mut body, data);
         }
     }
@@ -304,6 +313,7 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
         KIND_STDIO => PeerMessage::Stdio {
             pid: r.u32()? as i32,
             fd: r.u8()?,
+            offset: r.u64()?,
             data: r.bytes()?,
         },
         other => return Err(WireError::UnknownKind(other)),
@@ -433,6 +443,7 @@ mod tests {
             PeerMessage::Stdio {
                 pid: 42,
                 fd: 1,
+                offset: 1 << 40,
                 data: b"hello\n".to_vec(),
             },
         ]

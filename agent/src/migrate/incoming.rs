@@ -114,7 +114,7 @@ impl Migrations {
                 self.node
             ));
         }
-        let (relay, ends) = HostRelay::start(self, pid, &offer.home)
+        let (relay, ends) = HostRelay::start(self, pid, &offer.home, offer.stdin.clone())
             .map_err(|e| format!("cannot create the standard stream pipes: {e}"))?;
         let mut fds: Vec<(OwnedFd, i32)> = ends.into_iter().zip(0..).collect();
         fds.extend(reopen(&offer.files, &self.node)?);

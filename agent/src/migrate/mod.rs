@@ -51,6 +51,10 @@ pub struct Offer {
     pub argv: Vec<String>,
     pub nodes: Vec<String>,
     pub files: Vec<FileReopen>,
+    /// Unread stdin (none on the first move from home: the hub starts
+    /// reading the real stdin where the process stopped).
+    #[serde(default)]
+    pub stdin: relay::StdinBacklog,
     /// Armed `setitimer` timers, re-armed before the process resumes.
     #[serde(default)]
     pub itimers: Vec<timers::Itimer>,
@@ -234,8 +238,9 @@ impl Migrations {
                 from,
                 pid,
                 fd,
+                offset,
                 data,
-            } => self.stdio(&from, pid, fd, data).await,
+            } => self.stdio(&from, pid, fd, offset, data).await,
         }
     }
 
@@ -288,16 +293,21 @@ impl Migrations {
         }
     }
 
-    async fn stdio(self: &Arc<Self>, from: &str, pid: i32, fd: u8, data: Vec<u8>) {
+    async fn stdio(self: &Arc<Self>, from: &str, pid: i32, fd: u8, offset: u64, data: Vec<u8>) {
         if fd == 0 {
             if let Some(relay) = lock(&self.hosted).get(&pid).cloned() {
-                relay.stdin(data);
+                relay.stdin(offset, data);
                 return;
             }
             let moved = lock(&self.moved).get(&pid).map(|d| d.to.clone());
             match moved {
                 Some(to) => {
-                    let msg = PeerMessage::Stdio { pid, fd, data };
+                    let msg = PeerMessage::Stdio {
+                        pid,
+                        fd,
+                        offset,
+                        data,
+                    };
                     if let Err(e) = self.peers.send(&to, msg).await {
                         warn!(pid, "forwarding stdin to {to}: {e}");
                     }

@@ -209,6 +209,9 @@ impl Migrations {
             Err(e) => {
                 self.peers.unexport(to, pid);
                 lock(&self.moved).remove(&pid);
+                if let Some(r) = lock(&self.hosted).get(&pid) {
+                    r.resume_stdin();
+                }
                 if let Err(t) = handle.thaw().await {
                     warn!(pid, "thaw after a failed migration: {t}");
                 }
@@ -240,16 +243,18 @@ impl Migrations {
         let captured_us = t0.elapsed().as_micros() as u64;
         let files = carried_files(&state.fds, &self.node)?;
         let relay = lock(&self.hosted).get(&pid).cloned();
-        let real_stdio = match &relay {
+        let (real_stdio, stdin) = match &relay {
             Some(r) => {
                 let r = r.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    r.flush_outputs(Duration::from_millis(500))
+                let backlog = tokio::task::spawn_blocking(move || {
+                    r.flush_outputs(Duration::from_millis(500));
+                    r.hold_stdin()
                 })
-                .await;
-                None
+                .await
+                .unwrap_or_default();
+                (None, backlog)
             }
-            None => Some(self.take_stdio(handle).await?),
+            None => (Some(self.take_stdio(handle).await?), Default::default()),
         };
         self.peers.export(to, pid);
         lock(&self.moved).insert(
@@ -275,6 +280,7 @@ impl Migrations {
             argv: info.argv.clone(),
             nodes: info.nodes.clone(),
             files,
+            stdin,
             itimers,
             background_push: !no_push,
             attached,
