@@ -4,12 +4,12 @@
 #   sudo make build   build everything (binaries, tests, examples)
 #   sudo make test    deps + build + every test + clippy + rustfmt (CI runs this)
 #   sudo make demo    a 3-node local cluster running a program under popcorn
-#   sudo make bench   release build + freeze benchmark -> bench/freeze.json
+#   sudo make bench   release build + benchmarks -> bench/freeze.json, bench/migrate.json
 #   sudo make clean-clusters   remove the demo's and the tests' local clusters
 
 SHELL := /bin/bash
 CARGO ?= cargo
-DEBIAN_PACKAGES := build-essential gcc clang iproute2 util-linux procps iputils-ping tmux pkg-config
+DEBIAN_PACKAGES := build-essential gcc clang libbpf-dev iproute2 util-linux procps iputils-ping tmux pkg-config
 
 .PHONY: deps build test demo bench clean-clusters root
 
@@ -59,7 +59,9 @@ bench: root deps
 	mkdir -p bench
 	target/release/popcorn bench freeze --output bench/freeze.json.tmp >/dev/null
 	mv bench/freeze.json.tmp bench/freeze.json
-	@echo "wrote bench/freeze.json"
+	target/release/popcorn bench migrate --output bench/migrate.json.tmp >/dev/null
+	mv bench/migrate.json.tmp bench/migrate.json
+	@echo "wrote bench/freeze.json and bench/migrate.json"
 
 # Every local cluster (namespaces pc-NAME-NODE), wherever its files are.
 clean-clusters: root

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # popcorn demo: a 3-node local cluster (each node its own network, PID and
 # mount namespaces, with its own agent), a program run under popcorn on node
-# a, frozen, inspected and thawed while it keeps counting. Run as root after
+# a, frozen, inspected and thawed, then migrated live a → b → c → a while it
+# keeps counting, its output arriving where it was started. Run as root after
 # `cargo build --workspace`, or simply `sudo make demo`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,14 +37,15 @@ done
 say "popcorn nodes   (from node a)"
 on a nodes
 
-say "popcorn run scripts/counter.sh 25   (on node a: prints a count every 200 ms)"
-on a run scripts/counter.sh 25 &
+gcc -O1 -o "$bin/demo-counter" scripts/counter.c
+say "popcorn run demo-counter 40   (on node a: prints a count every 200 ms)"
+on a run "$bin/demo-counter" 40 &
 run_pid=$!
 sleep 1
 
 say "popcorn ps   (node a; PIDs are node a's)"
 on a ps
-pid=$(on a ps | awk '$4 == "running" && /counter\.sh/ { print $1; exit }')
+pid=$(on a ps | awk '$4 == "running" && /demo-counter/ { print $1; exit }')
 [ -n "$pid" ] || { echo "demo: the counter is not in popcorn ps" >&2; exit 1; }
 
 say "popcorn freeze $pid   (the counting stops; no signal is sent)"
@@ -59,10 +61,12 @@ lines=$(printf '%s\n' "$inspect" | wc -l)
 say "popcorn thaw $pid   (the counting resumes where it stopped)"
 on a thaw "$pid"
 
-# TODO(migration): live migration lands with the migration issue; then the
-# demo moves the running counter to node b here and keeps counting there:
-#   on a migrate "$pid" --to b && on b ps
-say "popcorn migrate $pid --to b   -- not implemented yet (live migration is the next milestone); the counter stays on node a"
+for to in b c a; do
+    sleep 1.2
+    say "popcorn migrate $pid --to $to   (live: memory follows on demand)"
+    on a migrate "$pid" --to "$to"
+    on a ps
+done
 
 status=0
 wait "$run_pid" || status=$?

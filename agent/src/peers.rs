@@ -9,13 +9,11 @@
 //! (many in flight; served here from processes exported to that peer),
 //! notices and relayed stdio, which go to the agent's [`Inbound`] queue.
 
-use crate::sys::EventFd;
 use crate::tls::{check_peer_name, server_name, TlsIdentity};
 use anyhow::{anyhow, bail, Context, Result};
 use popcorn_proto::config::{ClusterConfig, NodeConfig};
 use popcorn_proto::control::{Health, NodeStatus};
 use popcorn_proto::wire::{decode_frame, encode_frame, frame_len, PeerMessage};
-use popcorn_proto::wire::{MAX_PAGE_DATA, PAGE_SIZE};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,35 +55,13 @@ pub enum Inbound {
         from: String,
         pid: i32,
         fd: u8,
+        offset: u64,
         data: Vec<u8>,
     },
 }
 
-/// Who waits for the answer to a request.
-enum Waiter {
-    /// An async caller: gets the `Answer` body or why there is none.
-    Call(oneshot::Sender<Result<Vec<u8>, String>>),
-    /// A post-copy pager thread: gets `PageData`/`PageError` frames (a
-    /// `PageError` when the link goes), woken through its eventfd.
-    Pages(std::sync::mpsc::Sender<PeerMessage>, Arc<EventFd>),
-}
-
-impl Waiter {
-    fn fail(self, req_id: u64, why: String) {
-        match self {
-            Waiter::Call(tx) => {
-                let _ = tx.send(Err(why));
-            }
-            Waiter::Pages(tx, wake) => {
-                let _ = tx.send(PeerMessage::PageError {
-                    req_id,
-                    message: why,
-                });
-                wake.wake();
-            }
-        }
-    }
-}
+/// An async caller waiting for an `Answer` body, or why there is none.
+type Waiter = oneshot::Sender<Result<Vec<u8>, String>>;
 
 /// An established link: its outgoing queue and who waits on it.
 struct Link {
@@ -111,6 +87,7 @@ pub struct Peers {
     epoch: Instant,
     links: Mutex<HashMap<String, Arc<Link>>>,
     inbox: OnceLock<mpsc::UnboundedSender<Inbound>>,
+    tls_client: OnceLock<Arc<rustls::ClientConfig>>,
     /// `(peer, pid)`: processes whose memory `peer` may read (post-copy).
     exports: Mutex<HashSet<(String, i32)>>,
 }
@@ -138,6 +115,7 @@ impl Peers {
             epoch: Instant::now(),
             links: Mutex::new(HashMap::new()),
             inbox: OnceLock::new(),
+            tls_client: OnceLock::new(),
             exports: Mutex::new(HashSet::new()),
         }
     }
@@ -195,7 +173,7 @@ impl Peers {
         let link = self.link_or_err(peer)?;
         let req_id = self.next_req_id();
         let (tx, rx) = oneshot::channel();
-        link.pending().insert(req_id, Waiter::Call(tx));
+        link.pending().insert(req_id, tx);
         if link
             .out
             .send(PeerMessage::Call { req_id, body })
@@ -231,33 +209,26 @@ impl Peers {
         self.send(peer, PeerMessage::Answer { req_id, body }).await
     }
 
-    /// Asks `peer` for pages from a plain thread (a pager): the reply frame
-    /// goes to `tx` and `wake` is signalled. Blocks while the link's queue
-    /// is full.
-    pub fn request_pages_blocking(
+    /// Where and how to open a page channel to `peer` (see
+    /// `migrate::channel`).
+    pub fn page_channel_target(
         &self,
         peer: &str,
-        pid: i32,
-        addr: u64,
-        pages: u32,
-        tx: &std::sync::mpsc::Sender<PeerMessage>,
-        wake: &Arc<EventFd>,
-    ) -> Result<u64, String> {
-        let link = self.link_or_err(peer)?;
-        let req_id = self.next_req_id();
-        link.pending()
-            .insert(req_id, Waiter::Pages(tx.clone(), wake.clone()));
-        let msg = PeerMessage::PageRequest {
-            req_id,
-            pid,
-            addr,
-            pages,
-        };
-        if link.out.blocking_send(msg).is_err() {
-            link.pending().remove(&req_id);
-            return Err(format!("the link to '{peer}' closed"));
-        }
-        Ok(req_id)
+    ) -> Result<(SocketAddr, Arc<rustls::ClientConfig>), String> {
+        let node = self.config.node(peer).map_err(|e| e.to_string())?;
+        let tls = self
+            .tls_client
+            .get()
+            .ok_or_else(|| "this node has no peers (one-node cluster)".to_owned())?;
+        Ok((node.address, tls.clone()))
+    }
+
+    pub fn cluster_name(&self) -> &str {
+        &self.config.cluster.name
+    }
+
+    pub fn this_node(&self) -> &str {
+        &self.this
     }
 
     /// Lets `peer` read the memory of (frozen) process `pid`.
@@ -275,7 +246,7 @@ impl Peers {
             .remove(&(peer.to_owned(), pid));
     }
 
-    fn exported(&self, peer: &str, pid: i32) -> bool {
+    pub fn exported(&self, peer: &str, pid: i32) -> bool {
         self.exports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -413,6 +384,7 @@ pub async fn start(peers: Arc<Peers>, tls: TlsIdentity, listen: SocketAddr) -> R
         .await
         .with_context(|| format!("cannot listen for peers on {listen}"))?;
     info!(%listen, "listening for peers");
+    let _ = peers.tls_client.set(tls.client.clone());
     let acceptor = TlsAcceptor::from(tls.server.clone());
     tokio::spawn(accept_loop(peers.clone(), listener, acceptor));
     let connector = TlsConnector::from(tls.client.clone());
@@ -464,8 +436,10 @@ async fn accept_one(peers: &Arc<Peers>, tcp: TcpStream, acceptor: TlsAcceptor) -
     let hello = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut tls))
         .await
         .map_err(|_| anyhow!("no hello"))??;
-    let PeerMessage::Hello { cluster, node } = hello else {
-        bail!("first frame was not a hello");
+    let (cluster, node, page_pid) = match hello {
+        PeerMessage::Hello { cluster, node } => (cluster, node, None),
+        PeerMessage::PageHello { cluster, node, pid } => (cluster, node, Some(pid)),
+        _ => bail!("first frame was not a hello"),
     };
     if cluster != peers.config.cluster.name {
         bail!(
@@ -485,6 +459,23 @@ async fn accept_one(peers: &Arc<Peers>, tcp: TcpStream, acceptor: TlsAcceptor) -
         .ok_or_else(|| anyhow!("peer presented no certificate"))?
         .clone();
     check_peer_name(&cert, &node)?;
+    if let Some(pid) = page_pid {
+        if !peers.exported(&node, pid) {
+            bail!("'{node}' asked for the memory of process {pid}, which is not migrating to it");
+        }
+        // The channel is served synchronously on a thread of its own.
+        let (tcp, conn) = tls.into_inner();
+        let tcp = tcp.into_std()?;
+        tcp.set_nonblocking(false)?;
+        let stream = rustls::StreamOwned::new(conn, tcp);
+        let peers = peers.clone();
+        std::thread::Builder::new()
+            .name(format!("pages-{pid}"))
+            .spawn(move || {
+                crate::migrate::channel::serve(&peers, &node, pid, stream, Vec::new())
+            })?;
+        return Ok(());
+    }
     write_frame(&mut tls, &hello_of(peers)).await?;
     let id = peers.link_up(&node);
     info!(peer = %node, "peer link up (accepted)");
@@ -620,29 +611,15 @@ where
                         let rtt = peers.now_ns().saturating_sub(sent_ns) as f64 / 1000.0;
                         peers.heard(peer, link_id, Some(rtt));
                     }
-                    Some(Ok(PeerMessage::PageRequest { req_id, pid, addr, pages })) => {
-                        let reply = serve_pages(peers, peer, req_id, pid, addr, pages);
-                        if out_tx.send(reply).await.is_err() {
-                            break anyhow!("peer link writer stopped");
-                        }
-                    }
-                    Some(Ok(m @ (PeerMessage::PageData { .. } | PeerMessage::PageError { .. } | PeerMessage::Answer { .. }))) => {
-                        let req_id = match &m {
-                            PeerMessage::PageData { req_id, .. }
-                            | PeerMessage::PageError { req_id, .. }
-                            | PeerMessage::Answer { req_id, .. } => *req_id,
-                            _ => 0,
-                        };
-                        deliver(&link, req_id, m);
-                    }
+                    Some(Ok(PeerMessage::Answer { req_id, body })) => deliver(&link, req_id, body),
                     Some(Ok(PeerMessage::Call { req_id, body })) => {
                         to_inbox(peers, Inbound::Call { from: peer.to_owned(), req_id, body });
                     }
                     Some(Ok(PeerMessage::Notice { body })) => {
                         to_inbox(peers, Inbound::Notice { from: peer.to_owned(), body });
                     }
-                    Some(Ok(PeerMessage::Stdio { pid, fd, data })) => {
-                        to_inbox(peers, Inbound::Stdio { from: peer.to_owned(), pid, fd, data });
+                    Some(Ok(PeerMessage::Stdio { pid, fd, offset, data })) => {
+                        to_inbox(peers, Inbound::Stdio { from: peer.to_owned(), pid, fd, offset, data });
                     }
                     Some(Ok(other)) => break anyhow!("protocol error: unexpected {}", kind_name(&other)),
                 }
@@ -666,32 +643,25 @@ fn to_inbox(peers: &Peers, msg: Inbound) {
 
 fn fail_all(link: &Link, peer: &str) {
     let waiters: Vec<(u64, Waiter)> = link.pending().drain().collect();
-    for (req_id, w) in waiters {
-        w.fail(req_id, format!("the link to '{peer}' was lost"));
+    for (_, w) in waiters {
+        let _ = w.send(Err(format!("the link to '{peer}' was lost")));
     }
 }
 
-/// Routes a reply frame to whoever waits for `req_id`.
-fn deliver(link: &Link, req_id: u64, msg: PeerMessage) {
-    let Some(w) = link.pending().remove(&req_id) else {
-        debug!(req_id, "reply to a request nobody waits for");
-        return;
-    };
-    match (w, msg) {
-        (Waiter::Call(tx), PeerMessage::Answer { body, .. }) => {
+/// Hands an answer to whoever waits for `req_id`.
+fn deliver(link: &Link, req_id: u64, body: Vec<u8>) {
+    match link.pending().remove(&req_id) {
+        Some(tx) => {
             let _ = tx.send(Ok(body));
         }
-        (Waiter::Pages(tx, wake), m) => {
-            let _ = tx.send(m);
-            wake.wake();
-        }
-        (w, other) => w.fail(req_id, format!("unexpected reply {}", kind_name(&other))),
+        None => debug!(req_id, "answer to a call nobody waits for"),
     }
 }
 
 fn kind_name(m: &PeerMessage) -> &'static str {
     match m {
         PeerMessage::Hello { .. } => "hello",
+        PeerMessage::PageHello { .. } => "page channel hello",
         PeerMessage::Ping { .. } => "ping",
         PeerMessage::Pong { .. } => "pong",
         PeerMessage::PageRequest { .. } => "page request",
@@ -701,42 +671,6 @@ fn kind_name(m: &PeerMessage) -> &'static str {
         PeerMessage::Answer { .. } => "answer",
         PeerMessage::Notice { .. } => "notice",
         PeerMessage::Stdio { .. } => "stdio",
-    }
-}
-
-/// Serves a page request from `peer`: only for processes exported to it.
-fn serve_pages(
-    peers: &Peers,
-    peer: &str,
-    req_id: u64,
-    pid: i32,
-    addr: u64,
-    pages: u32,
-) -> PeerMessage {
-    let len = pages as usize * PAGE_SIZE;
-    if !peers.exported(peer, pid) {
-        return PeerMessage::PageError {
-            req_id,
-            message: format!("process {pid} is not being migrated to '{peer}'"),
-        };
-    }
-    if len == 0 || len > MAX_PAGE_DATA || !addr.is_multiple_of(PAGE_SIZE as u64) {
-        return PeerMessage::PageError {
-            req_id,
-            message: format!("bad page request: {pages} pages at {addr:#x}"),
-        };
-    }
-    let mut data = vec![0u8; len];
-    match popcorn_checkpoint::read_memory(pid, addr, &mut data) {
-        Ok(n) if n == len => PeerMessage::PageData { req_id, addr, data },
-        Ok(n) => PeerMessage::PageError {
-            req_id,
-            message: format!("process {pid}: only {n} of {len} bytes readable at {addr:#x}"),
-        },
-        Err(e) => PeerMessage::PageError {
-            req_id,
-            message: format!("process {pid}: reading {len} bytes at {addr:#x}: {e}"),
-        },
     }
 }
 

@@ -12,7 +12,7 @@
 use crate::migrate::timers::{self, Itimer};
 use crate::sys::{self, EventFd};
 use popcorn_checkpoint::restore::Worker;
-use popcorn_checkpoint::{FrozenProcess, ProcessState};
+use popcorn_checkpoint::{FrozenProcess, PageScan, ProcessState};
 use popcorn_proto::control::ExitStatus;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command as ProcessCommand, Stdio};
@@ -30,7 +30,7 @@ pub enum Request {
     Thaw(Reply<()>),
     Inspect(Reply<serde_json::Value>),
     /// Full state of the frozen process (for a migration).
-    Capture(Reply<Box<ProcessState>>),
+    Capture(PageScan, Reply<Box<ProcessState>>),
     /// A duplicate of one of the frozen process's descriptors.
     DupFd(i32, Reply<OwnedFd>),
     /// The frozen process's armed interval timers (for a migration).
@@ -70,8 +70,8 @@ impl Handle {
         self.ask(Request::Inspect).await
     }
 
-    pub async fn capture(&self) -> Result<ProcessState, String> {
-        self.ask(Request::Capture).await.map(|b| *b)
+    pub async fn capture(&self, scan: PageScan) -> Result<ProcessState, String> {
+        self.ask(|r| Request::Capture(scan, r)).await.map(|b| *b)
     }
 
     pub async fn dup_fd(&self, fd: i32) -> Result<OwnedFd, String> {
@@ -135,23 +135,12 @@ pub fn launch(
                 }
             };
             let pid = child.id() as i32;
-            let setup = (|| {
-                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
-                let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
-                let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
-                Ok::<_, String>((pidfd, signal_fd, wake))
-            })();
-            let (pidfd, signal_fd, wake) = match setup {
-                Ok(s) => s,
+            let (pidfd, signal_fd, wake, handle, rx) = match control_for(pid) {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = started_tx.send(Err(e));
                     return;
                 }
-            };
-            let (tx, rx) = mpsc::channel();
-            let handle = Handle {
-                tx,
-                wake: wake.clone(),
             };
             if started_tx
                 .send(Ok((pid, signal_fd, handle, Registered(go_tx))))
@@ -224,24 +213,13 @@ pub fn restore<T: Send + 'static>(
                 }
             };
             let pid = worker.process.pid();
-            let setup = (|| {
-                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
-                let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
-                let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
-                Ok::<_, String>((pidfd, signal_fd, wake))
-            })();
-            let (pidfd, signal_fd, wake) = match setup {
-                Ok(s) => s,
+            let (pidfd, signal_fd, wake, handle, rx) = match control_for(pid) {
+                Ok(c) => c,
                 Err(e) => {
                     kill_and_reap(pid);
                     let _ = started_tx.send(Err(e));
                     return;
                 }
-            };
-            let (tx, rx) = mpsc::channel();
-            let handle = Handle {
-                tx,
-                wake: wake.clone(),
             };
             if started_tx
                 .send(Ok((pid, signal_fd, handle, Commit(go_tx), extra)))
@@ -267,6 +245,29 @@ pub fn restore<T: Send + 'static>(
     started_rx
         .recv()
         .map_err(|_| "restore thread died".to_owned())?
+}
+
+/// What a supervisor thread needs to control `pid`: a pidfd for itself,
+/// one for the caller (signals), the wake-up eventfd, the handle and the
+/// request queue.
+type Control = (
+    OwnedFd,
+    OwnedFd,
+    Arc<EventFd>,
+    Handle,
+    mpsc::Receiver<Request>,
+);
+
+fn control_for(pid: i32) -> Result<Control, String> {
+    let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd_open: {e}"))?;
+    let signal_fd = pidfd.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (tx, rx) = mpsc::channel();
+    let handle = Handle {
+        tx,
+        wake: wake.clone(),
+    };
+    Ok((pidfd, signal_fd, wake, handle, rx))
 }
 
 /// SIGKILLs a child of this thread and collects it (and its threads).
@@ -435,9 +436,12 @@ fn handle(pid: i32, req: Request, frozen: &mut Option<FrozenProcess>, events: &d
             };
             let _ = reply.send(r);
         }
-        Request::Capture(reply) => {
+        Request::Capture(scan, reply) => {
             let r = match frozen {
-                Some(f) => f.capture().map(Box::new).map_err(|e| e.to_string()),
+                Some(f) => f
+                    .capture_with(scan)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string()),
                 None => Err(format!("process {pid} is not frozen")),
             };
             let _ = reply.send(r);

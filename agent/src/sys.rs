@@ -81,35 +81,38 @@ impl EventFd {
     }
 }
 
-/// Waits until either fd is readable or the timeout passes; returns which are.
+/// Waits until one of `fds` is readable (or hung up), at most `timeout`
+/// (`None`: forever); returns which are. EINTR counts as nothing ready.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    // SAFETY: `p` is a live array of `p.len()` pollfds.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter().map(|x| x.revents != 0).collect())
+}
+
+/// [`poll_readable`] for two fds.
 pub fn poll2(
     a: BorrowedFd<'_>,
     b: BorrowedFd<'_>,
     timeout: Option<Duration>,
 ) -> io::Result<(bool, bool)> {
-    let mut fds = [
-        libc::pollfd {
-            fd: a.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-    // SAFETY: fds is a live array of two pollfd.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok((false, false));
-        }
-        return Err(e);
-    }
-    Ok((fds[0].revents != 0, fds[1].revents != 0))
+    let r = poll_readable(&[a, b], timeout)?;
+    Ok((r[0], r[1]))
 }
 
 /// Reaps one exited child or tracee of the calling thread, without blocking.

@@ -26,7 +26,9 @@ compile_error!("popcorn-checkpoint supports x86_64 Linux only");
 
 pub use error::Error;
 pub use freeze::{process_exists, process_owner_uid, FrozenProcess};
-pub use process::{read_fds, Disposition, FdState, ProcessState, Rlimit, SigAction};
+pub use process::{
+    read_fds, scan_populated, Disposition, FdState, PageScan, ProcessState, Rlimit, SigAction,
+};
 pub use procfs::fd::FdKind;
 pub use procfs::maps::{Backing, PageRange, Vma};
 pub use procfs::stat::MmFields;

@@ -4,7 +4,7 @@
 //! `/proc/PID/pagemap`, one `pread` per mapping (chunked), never one call
 //! per page.
 
-use crate::procfs::maps::{PageRange, Vma};
+use crate::procfs::maps::{Backing, PageRange, Vma};
 use crate::Error;
 use std::fs::File;
 use std::io;
@@ -20,6 +20,7 @@ const USER_TOP: u64 = 0x8000_0000_0000;
 
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: u64 = 0xc060_6610;
+const PAGE_IS_FILE: u64 = 1 << 2;
 const PAGE_IS_PRESENT: u64 = 1 << 3;
 const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// Regions returned per ioctl.
@@ -135,7 +136,7 @@ fn scan(f: &File, start: u64, end: u64) -> io::Result<Vec<Region>> {
             vec: buf.as_mut_ptr() as u64,
             vec_len: buf.len() as u64,
             category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE,
             ..PmScanArg::default()
         };
         // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points at `buf`,
@@ -177,7 +178,12 @@ pub fn assign(regions: &[Region], vmas: &[Vma], page: u64) -> Vec<Presence> {
             if r.categories & PAGE_IS_SWAPPED != 0 {
                 p.swapped += pages;
             }
-            p.add_run(s, pages, page);
+            // A page cache page mapped by a file mapping is the file's
+            // content, not something the process wrote: not populated.
+            let unmodified = r.categories & PAGE_IS_FILE != 0 && v.backing == Backing::File;
+            if !unmodified {
+                p.add_run(s, pages, page);
+            }
             start = e;
         }
     }
@@ -250,6 +256,32 @@ mod tests {
         p.add_entries(0, &[0; 100], 4096);
         assert_eq!(p, Presence::default());
         assert_eq!(assign(&[], &[], 4096), vec![]);
+    }
+
+    #[test]
+    fn page_cache_pages_of_file_mappings_are_not_populated() {
+        let vmas = vec![parse_line("10000-14000 rw-p 00000000 fd:01 42 /lib/x.so").unwrap()];
+        let r = |start, end, categories| Region {
+            start,
+            end,
+            categories,
+        };
+        let regions = [
+            // Read but never written: the file's pages.
+            r(0x10000, 0x12000, PAGE_IS_PRESENT | PAGE_IS_FILE),
+            // Written: private anonymous copies.
+            r(0x12000, 0x13000, PAGE_IS_PRESENT),
+            r(0x13000, 0x14000, PAGE_IS_SWAPPED),
+        ];
+        let p = assign(&regions, &vmas, 0x1000);
+        assert_eq!((p[0].present, p[0].swapped), (3, 1));
+        assert_eq!(
+            p[0].ranges,
+            [PageRange {
+                start: 0x12000,
+                pages: 2
+            }]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::inject::{find_syscall_instruction, Injection};
 use crate::procfs::fd::{self, FdKind};
-use crate::procfs::maps::{self, Vma};
+use crate::procfs::maps::{self, Backing, Vma};
 use crate::procfs::stat::MmFields;
 use crate::procfs::{self, auxv, status};
 use crate::sys::{mem, misc, ptrace};
@@ -164,10 +164,33 @@ struct Injected {
     per_thread: Vec<(i32, SigAltStack, u64)>,
 }
 
+/// Which mappings [`FrozenProcess::capture_with`] scans for populated pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageScan {
+    /// Every mapping (cost grows with resident memory: ~10 ms per GiB).
+    All,
+    /// File mappings only (their written pages); anonymous mappings are
+    /// left with empty `populated`, to be scanned later with
+    /// [`scan_populated`] — a migration does that after the process runs
+    /// again, so its downtime does not grow with memory.
+    FileMappings,
+}
+
+/// Fills `present_pages`, `swapped_pages` and `populated` of `vmas` of
+/// process `pid` (e.g. a frozen copy, after the fact).
+pub fn scan_populated(pid: i32, vmas: &mut [Vma]) -> Result<(), Error> {
+    crate::pagemap::fill(pid, vmas)
+}
+
 impl FrozenProcess {
     /// Captures the full state of the process. The process is left exactly
     /// as it was (scratch memory is mapped and unmapped again).
     pub fn capture(&mut self) -> Result<ProcessState, Error> {
+        self.capture_with(PageScan::All)
+    }
+
+    /// [`FrozenProcess::capture`], scanning only the mappings `scan` says.
+    pub fn capture_with(&mut self, scan: PageScan) -> Result<ProcessState, Error> {
         let t0 = Instant::now();
         let pid = self.pid();
         let status_path = format!("/proc/{pid}/status");
@@ -176,9 +199,15 @@ impl FrozenProcess {
         let stat_path = format!("/proc/{pid}/stat");
         let stat = procfs::with_text(&stat_path, procfs::stat::parse)?
             .map_err(|d| Error::parse(&stat_path, d))?;
-        let smaps_path = format!("/proc/{pid}/smaps");
-        let mut vmas = procfs::with_text(&smaps_path, maps::parse_smaps)?
-            .map_err(|d| Error::parse(&smaps_path, d))?;
+        // `maps`, not `smaps`: smaps walks every page table entry to count
+        // RSS (11 ms per GiB here), which would make the freeze time grow
+        // with memory. The flags restore needs are derived instead.
+        let maps_path = format!("/proc/{pid}/maps");
+        let mut vmas = procfs::with_text(&maps_path, maps::parse_maps)?
+            .map_err(|d| Error::parse(&maps_path, d))?;
+        for v in &mut vmas {
+            v.vm_flags = maps::derived_flags(v);
+        }
         self.injection_mode
             .get_or_insert(crate::inject::mode_for(st.sig_ign));
         if self.syscall_insn.is_none() {
@@ -197,7 +226,16 @@ impl FrozenProcess {
             threads.push(t);
         }
 
-        crate::pagemap::fill(pid, &mut vmas)?;
+        match scan {
+            PageScan::All => crate::pagemap::fill(pid, &mut vmas)?,
+            PageScan::FileMappings => {
+                // One small scan per file mapping: a scan spanning from the
+                // first to the last would cross the heap.
+                for v in vmas.iter_mut().filter(|v| v.backing == Backing::File) {
+                    crate::pagemap::fill(pid, std::slice::from_mut(v))?;
+                }
+            }
+        }
         let mut mm = stat.mm.clone();
         mm.brk = injected.brk;
 

@@ -75,6 +75,10 @@ enum Command {
         /// transfer; the origin keeps its copy until every page is fetched).
         #[arg(long, hide = true)]
         no_push: bool,
+        /// Return once all of its memory has reached the destination, and
+        /// say how long that took.
+        #[arg(long)]
+        wait: bool,
     },
     /// Send a signal (number or name, default TERM) to a process.
     Kill {
@@ -158,7 +162,13 @@ fn dispatch(target: &Target, command: Command) -> Result<i32> {
             to,
             json,
             no_push,
-        } => match target.call(&Request::Migrate { pid, to, no_push })? {
+            wait,
+        } => match target.call(&Request::Migrate {
+            pid,
+            to,
+            no_push,
+            wait,
+        })? {
             Reply::Migrated(report) => show::migration(&report, json),
             other => unexpected(other),
         },

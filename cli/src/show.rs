@@ -127,6 +127,14 @@ pub fn migration(r: &MigrationReport, json: bool) -> Result<i32> {
         r.pages_zero,
         r.to
     );
+    if let Some(ms) = r.transfer_ms {
+        let mib = r.pages_at_origin as f64 * 4096.0 / (1 << 20) as f64;
+        println!(
+            "all memory at {} after {ms} ms ({mib:.1} MiB, {:.0} MiB/s)",
+            r.to,
+            mib / (ms.max(1) as f64 / 1000.0)
+        );
+    }
     Ok(0)
 }
 

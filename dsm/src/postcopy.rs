@@ -77,7 +77,7 @@ pub enum PostcopyError {
     UnknownAddress(u64),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Region {
     start: u64,
     end: u64,
@@ -306,6 +306,12 @@ impl Postcopy {
     /// is not installed. Parts outside the regions are ignored. Returns the
     /// number of pages that changed state.
     pub fn on_discard(&mut self, start: u64, end: u64) -> u64 {
+        self.zero_where(start, end, |p| p != PageState::NotTouchedAtOrigin)
+    }
+
+    /// Makes the pages of `[start, end)` (inside the regions) for which
+    /// `which` holds `NotTouchedAtOrigin`; returns how many changed.
+    fn zero_where(&mut self, start: u64, end: u64, which: impl Fn(PageState) -> bool) -> u64 {
         let start = start & !(PAGE_SIZE - 1);
         let mut changed = 0;
         let first_region = self.regions.partition_point(|r| r.end <= start);
@@ -317,13 +323,39 @@ impl Postcopy {
             let a = ((start.max(rs) - rs) / PAGE_SIZE) as usize;
             let b = ((end.min(re) - rs).div_ceil(PAGE_SIZE)) as usize;
             for i in a..b {
-                if self.regions[ri].pages[i] != PageState::NotTouchedAtOrigin {
+                if which(self.regions[ri].pages[i]) {
                     self.set(ri, i, PageState::NotTouchedAtOrigin);
                     changed += 1;
                 }
             }
         }
         changed
+    }
+
+    /// The origin reports `[start, end)` was never populated there (a
+    /// population map that arrives after the process resumed): pages still
+    /// `AtOrigin` in it become `NotTouchedAtOrigin`. Pages in flight or
+    /// present are left alone. Returns the number changed.
+    pub fn on_origin_untouched(&mut self, start: u64, end: u64) -> u64 {
+        self.zero_where(start, end, |p| p == PageState::AtOrigin)
+    }
+
+    /// The state of a child the process forked: pages present here were
+    /// copied by the fork, pages in flight here are still missing there
+    /// (`AtOrigin`), the rest is the same. The pusher starts afresh.
+    pub fn fork_child(&self) -> Postcopy {
+        let mut child = Postcopy::new();
+        child.fault_window = self.fault_window;
+        child.regions = self.regions.clone();
+        child.counts = self.counts;
+        for r in &mut child.regions {
+            for p in r.pages.iter_mut().filter(|p| **p == PageState::InFlight) {
+                *p = PageState::AtOrigin;
+            }
+        }
+        child.counts.at_origin += child.counts.in_flight;
+        child.counts.in_flight = 0;
+        child
     }
 
     /// Current background batch size in bytes.
@@ -540,6 +572,51 @@ mod tests {
         assert_eq!(pc.remaining(), 2);
         assert_eq!(pc.on_discard(0x0, 0x1000), 0);
         assert_eq!(pc.on_discard(0xa000, 0xb000), 0);
+    }
+
+    #[test]
+    fn a_late_population_map_zeroes_only_pages_still_at_origin() {
+        let mut pc = Postcopy::new();
+        pc.add_region(0x1000, 0x6000).unwrap();
+        pc.mark_at_origin(0x1000, 0x6000).unwrap();
+        assert_eq!(pc.on_fault(0x1000), Ok(Action::Fetch(range(0x1000, 1))));
+        assert_eq!(pc.on_fault(0x2000), Ok(Action::Fetch(range(0x2000, 1))));
+        pc.on_pages_arrived(range(0x2000, 1)).unwrap();
+        // The origin never had 0x1000..0x4000: only 0x3000 was still AtOrigin.
+        assert_eq!(pc.on_origin_untouched(0x1000, 0x4000), 1);
+        assert_eq!(pc.state(0x1000), Some(PageState::InFlight));
+        assert_eq!(pc.state(0x2000), Some(PageState::Present));
+        assert_eq!(pc.state(0x3000), Some(PageState::NotTouchedAtOrigin));
+        assert_eq!(pc.state(0x4000), Some(PageState::AtOrigin));
+        assert_eq!(pc.on_fault(0x3000), Ok(Action::ZeroFill(range(0x3000, 1))));
+        // The in-flight zeros still arrive and are installed.
+        assert_eq!(
+            pc.on_pages_arrived(range(0x1000, 1)),
+            Ok(vec![range(0x1000, 1)])
+        );
+        assert_eq!(pc.remaining(), 2);
+        assert_eq!(pc.on_origin_untouched(0x8000, 0x9000), 0);
+    }
+
+    #[test]
+    fn a_forked_child_fetches_what_was_in_flight() {
+        let mut pc = Postcopy::new();
+        pc.add_region(0x1000, 0x5000).unwrap();
+        pc.mark_at_origin(0x1000, 0x4000).unwrap();
+        assert_eq!(pc.on_fault(0x1000), Ok(Action::Fetch(range(0x1000, 1))));
+        assert_eq!(pc.on_fault(0x2000), Ok(Action::Fetch(range(0x2000, 1))));
+        pc.on_pages_arrived(range(0x2000, 1)).unwrap();
+        let mut child = pc.fork_child();
+        assert_eq!(child.state(0x1000), Some(PageState::AtOrigin));
+        assert_eq!(child.state(0x2000), Some(PageState::Present));
+        assert_eq!(child.state(0x3000), Some(PageState::AtOrigin));
+        assert_eq!(child.state(0x4000), Some(PageState::NotTouchedAtOrigin));
+        assert_eq!(child.remaining(), 2);
+        assert_eq!(child.counts().in_flight, 0);
+        assert_eq!(child.on_fault(0x1000), Ok(Action::Fetch(range(0x1000, 1))));
+        // The parent is unchanged.
+        assert_eq!(pc.state(0x1000), Some(PageState::InFlight));
+        assert_eq!(pc.remaining(), 2);
     }
 
     #[test]

@@ -33,8 +33,10 @@ pub mod feature {
 }
 
 /// Features a post-copy destination asks for (those the kernel has):
-/// non-cooperative REMOVE/UNMAP/REMAP events, shmem, faulting thread ids.
-pub const POSTCOPY_FEATURES: u64 = feature::EVENT_REMOVE
+/// non-cooperative FORK/REMOVE/UNMAP/REMAP events, shmem, faulting thread
+/// ids.
+pub const POSTCOPY_FEATURES: u64 = feature::EVENT_FORK
+    | feature::EVENT_REMOVE
     | feature::EVENT_UNMAP
     | feature::EVENT_REMAP
     | feature::MISSING_SHMEM
@@ -327,6 +329,15 @@ impl Uffd {
     pub fn adopt_postcopy(fd: OwnedFd) -> Result<Uffd, UffdError> {
         let avail = supported_features()?;
         Uffd::adopt(fd, POSTCOPY_FEATURES & avail)
+    }
+
+    /// The uffd of a forked child, from an [`Event::Fork`]: it shares the
+    /// parent uffd's features and needs no handshake.
+    pub fn adopt_forked(fd: OwnedFd, parent: &Uffd) -> Uffd {
+        Uffd {
+            fd,
+            features: parent.features,
+        }
     }
 
     /// Features granted by the handshake.

@@ -31,12 +31,15 @@ pub enum Request {
     /// Capture a process's state (freezing it briefly if it runs).
     Inspect { pid: i32 },
     /// Move a running process to another node (live, post-copy).
-    /// `no_push`: fetch pages only on fault (for measuring faults).
+    /// `no_push`: fetch pages only on fault (for measuring faults);
+    /// `wait`: answer once every page has reached the destination.
     Migrate {
         pid: i32,
         to: String,
         #[serde(default)]
         no_push: bool,
+        #[serde(default)]
+        wait: bool,
     },
 }
 
@@ -84,6 +87,11 @@ pub struct MigrationReport {
     pub pages_at_origin: u64,
     /// Pages the destination fills with zeros locally (never touched).
     pub pages_zero: u64,
+    /// With `wait`: milliseconds from the resume until every page had
+    /// reached the destination (on demand and in the background) and the
+    /// origin had released its copy.
+    #[serde(default)]
+    pub transfer_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +218,12 @@ mod tests {
             Request::Freeze { pid: 1 },
             Request::Thaw { pid: 1 },
             Request::Inspect { pid: 1 },
+            Request::Migrate {
+                pid: 2,
+                to: "b".into(),
+                no_push: false,
+                wait: true,
+            },
         ];
         for r in reqs {
             let line = encode_line(&r);

@@ -47,6 +47,14 @@ pub enum PeerMessage {
         req_id: u64,
         message: String,
     },
+    /// First frame of a page channel (instead of `Hello`): a dedicated
+    /// connection for the memory of process `pid`, migrating from the
+    /// receiver to the sender.
+    PageHello {
+        cluster: String,
+        node: String,
+        pid: i32,
+    },
     /// A request the sender waits an [`PeerMessage::Answer`] for; `body` is
     /// JSON the agents agree on (migration offers and commits).
     Call {
@@ -64,10 +72,13 @@ pub enum PeerMessage {
     },
     /// Bytes of standard stream `fd` (0, 1 or 2) of migrated process `pid`,
     /// relayed between the node it runs on and its home; empty `data` is
-    /// end of stream.
+    /// end of stream. `offset` is the position of `data` in the stream
+    /// (stdin chunks can reach a new host by two paths and are put back in
+    /// order by it).
     Stdio {
         pid: i32,
         fd: u8,
+        offset: u64,
         data: Vec<u8>,
     },
 }
@@ -87,6 +98,7 @@ const KIND_CALL: u8 = 7;
 const KIND_ANSWER: u8 = 8;
 const KIND_NOTICE: u8 = 9;
 const KIND_STDIO: u8 = 10;
+const KIND_PAGE_HELLO: u8 = 11;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -112,6 +124,23 @@ pub enum WireError {
 
 /// Largest body of a `Call`/`Answer`/`Notice`/`Stdio` frame.
 pub const MAX_BODY: usize = MAX_FRAME - 64;
+
+/// Bytes of a `PageData` frame before its data.
+pub const PAGE_DATA_HEADER: usize = 4 + 2 + 8 + 8 + 4;
+
+/// The start of a `PageData` frame carrying `len` bytes: a sender can write
+/// it and then the data itself, without building the whole frame.
+pub fn page_data_header(req_id: u64, addr: u64, len: usize) -> [u8; PAGE_DATA_HEADER] {
+    let mut h = [0u8; PAGE_DATA_HEADER];
+    let body_len = (PAGE_DATA_HEADER - 4 + len) as u32;
+    h[..4].copy_from_slice(&body_len.to_be_bytes());
+    h[4] = WIRE_VERSION;
+    h[5] = KIND_PAGE_DATA;
+    h[6..14].copy_from_slice(&req_id.to_be_bytes());
+    h[14..22].copy_from_slice(&addr.to_be_bytes());
+    h[22..26].copy_from_slice(&(len as u32).to_be_bytes());
+    h
+}
 
 /// Encodes one message as a complete frame.
 pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
@@ -146,17 +175,21 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
         }
         PeerMessage::PageData { req_id, addr, data } => {
             debug_assert!(data.len() <= MAX_PAGE_DATA && data.len().is_multiple_of(PAGE_SIZE));
-            body.reserve(8 + 8 + 4 + data.len());
-            body.push(KIND_PAGE_DATA);
-            body.extend_from_slice(&req_id.to_be_bytes());
-            body.extend_from_slice(&addr.to_be_bytes());
-            body.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            body.extend_from_slice(data);
+            let mut frame = Vec::with_capacity(PAGE_DATA_HEADER + data.len());
+            frame.extend_from_slice(&page_data_header(*req_id, *addr, data.len()));
+            frame.extend_from_slice(data);
+            return frame;
         }
         PeerMessage::PageError { req_id, message } => {
             body.push(KIND_PAGE_ERROR);
             body.extend_from_slice(&req_id.to_be_bytes());
             put_str(&mut body, message);
+        }
+        PeerMessage::PageHello { cluster, node, pid } => {
+            body.push(KIND_PAGE_HELLO);
+            put_str(&mut body, cluster);
+            put_str(&mut body, node);
+            body.extend_from_slice(&pid.to_be_bytes());
         }
         PeerMessage::Call { req_id, body: b } => {
             body.push(KIND_CALL);
@@ -172,10 +205,16 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
             body.push(KIND_NOTICE);
             put_bytes(&mut body, b);
         }
-        PeerMessage::Stdio { pid, fd, data } => {
+        PeerMessage::Stdio {
+            pid,
+            fd,
+            offset,
+            data,
+        } => {
             body.push(KIND_STDIO);
             body.extend_from_slice(&pid.to_be_bytes());
             body.push(*fd);
+            body.extend_from_slice(&offset.to_be_bytes());
             put_bytes(&mut body, data);
         }
     }
@@ -257,6 +296,11 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
             req_id: r.u64()?,
             message: r.string()?,
         },
+        KIND_PAGE_HELLO => PeerMessage::PageHello {
+            cluster: r.string()?,
+            node: r.string()?,
+            pid: r.u32()? as i32,
+        },
         KIND_CALL => PeerMessage::Call {
             req_id: r.u64()?,
             body: r.bytes()?,
@@ -269,6 +313,7 @@ fn decode_body(body: &[u8]) -> Result<PeerMessage, WireError> {
         KIND_STDIO => PeerMessage::Stdio {
             pid: r.u32()? as i32,
             fd: r.u8()?,
+            offset: r.u64()?,
             data: r.bytes()?,
         },
         other => return Err(WireError::UnknownKind(other)),
@@ -379,6 +424,11 @@ mod tests {
                 req_id: 4,
                 message: "process 12 gone: ESRCH".into(),
             },
+            PeerMessage::PageHello {
+                cluster: "c".into(),
+                node: "b".into(),
+                pid: 77,
+            },
             PeerMessage::Call {
                 req_id: 5,
                 body: br#"{"offer":1}"#.to_vec(),
@@ -393,6 +443,7 @@ mod tests {
             PeerMessage::Stdio {
                 pid: 42,
                 fd: 1,
+                offset: 1 << 40,
                 data: b"hello\n".to_vec(),
             },
         ]

@@ -2,6 +2,7 @@
 //! with its memory served by a pager (answer `Ready`); let it run on the
 //! origin's commit (`Resumed`); kill it on an abort or when no commit comes.
 
+use super::channel::PageChannel;
 use super::pager::{self, PagerHandle, PagerSpec};
 use super::relay::HostRelay;
 use super::timers;
@@ -11,12 +12,11 @@ use popcorn_checkpoint::restore::{
     lay_out, restore_process_state, spawn_worker, Worker, WorkerSpec,
 };
 use popcorn_checkpoint::FrozenProcess;
-use popcorn_dsm::uffd::{self, Uffd};
+use popcorn_dsm::uffd::Uffd;
 use popcorn_proto::control::{ProcessInfo, ProcessStateKind};
 use popcorn_proto::wire::PeerMessage;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -87,11 +87,7 @@ fn uffd_in(worker: &mut FrozenProcess) -> Result<Uffd, String> {
     worker
         .inject_syscall(tid, SYS_CLOSE, [fd as u64, 0, 0, 0, 0, 0])
         .map_err(|e| e.to_string())?;
-    // Fork events too: the pager fills a child forked before every page
-    // has arrived (it would otherwise read zeros).
-    let avail = uffd::supported_features().map_err(|e| e.to_string())?;
-    let features = (uffd::POSTCOPY_FEATURES | uffd::feature::EVENT_FORK) & avail;
-    Uffd::adopt(ours, features).map_err(|e| e.to_string())
+    Uffd::adopt_postcopy(ours).map_err(|e| e.to_string())
 }
 
 impl Migrations {
@@ -99,6 +95,7 @@ impl Migrations {
         self: &Arc<Self>,
         from: &str,
         offer: Offer,
+        attached: &[u8],
     ) -> Result<PeerAnswer, String> {
         let started = Instant::now();
         let pid = offer.state.pid;
@@ -110,13 +107,14 @@ impl Migrations {
                 ));
             }
         }
+        self.wait_released(pid).await;
         if lock(&self.incoming).contains_key(&pid) {
             return Err(format!(
                 "a migration of process {pid} to '{}' is already under way",
                 self.node
             ));
         }
-        let (relay, ends) = HostRelay::start(self, pid, &offer.home)
+        let (relay, ends) = HostRelay::start(self, pid, &offer.home, offer.stdin.clone())
             .map_err(|e| format!("cannot create the standard stream pipes: {e}"))?;
         let mut fds: Vec<(OwnedFd, i32)> = ends.into_iter().zip(0..).collect();
         fds.extend(reopen(&offer.files, &self.node)?);
@@ -125,6 +123,15 @@ impl Migrations {
         let me = self.clone();
         let origin = from.to_owned();
         let state = offer.state;
+        let mut pages = Vec::with_capacity(offer.attached.len());
+        let mut at = 0usize;
+        for &(addr, len) in &offer.attached {
+            let Some(bytes) = attached.get(at..at + len as usize) else {
+                return Err("the offer's attached pages are truncated".into());
+            };
+            pages.push((addr, bytes.to_vec()));
+            at += len as usize;
+        }
         let background_push = offer.background_push;
         let itimers = offer.itimers;
         let setup = move || -> Result<(Worker, PagerHandle), String> {
@@ -133,26 +140,49 @@ impl Migrations {
                 pid: Some(pid),
                 fds: fds.iter().map(|(f, n)| (f.as_raw_fd(), *n)).collect(),
             };
+            let t = Instant::now();
             let mut w = spawn_worker(&spec).map_err(|e| e.to_string())?;
             drop(fds);
+            let spawned_us = t.elapsed().as_micros() as u64;
             let layout = lay_out(&mut w.process, &state).map_err(|e| e.to_string())?;
+            let laid_out_us = t.elapsed().as_micros() as u64;
             let uffd = uffd_in(&mut w.process)?;
             for &(s, e) in &layout.anonymous {
                 uffd.register(s, e - s)
                     .map_err(|e| format!("userfaultfd register {s:#x}: {e}"))?;
             }
-            let (post, eager) = layout.split_copy();
-            for (addr, data) in pager::fetch_blocking(&me.peers, &origin, pid, &eager)? {
-                popcorn_checkpoint::write_memory(w.process.pid(), addr, &data)
+            let registered_us = t.elapsed().as_micros() as u64;
+            let (_, eager) = layout.split_copy();
+            // Attached pages first; anything else is fetched now.
+            let (sent, missing): (Vec<_>, Vec<_>) = eager.iter().partition(|&&(s, l)| {
+                pages
+                    .iter()
+                    .any(|(a, d)| *a <= s && s + l <= *a + d.len() as u64)
+            });
+            let mut channel = PageChannel::open(&me.peers, &origin, pid)?;
+            let fetched = pager::fetch_now(&mut channel, pid, &missing)?;
+            for (addr, data) in pages
+                .iter()
+                .filter(|(a, d)| {
+                    sent.iter()
+                        .any(|&(s, l)| *a <= s && s + l <= *a + d.len() as u64)
+                })
+                .chain(fetched.iter())
+            {
+                popcorn_checkpoint::write_memory(w.process.pid(), *addr, data)
                     .map_err(|e| format!("writing {addr:#x} in the worker: {e}"))?;
             }
+            let eager_us = t.elapsed().as_micros() as u64;
             let spec = PagerSpec {
                 pid: w.process.pid(),
                 origin: origin.clone(),
                 peers: me.peers.clone(),
+                channel,
                 uffd,
                 regions: layout.anonymous.clone(),
-                at_origin: post,
+                // The origin's population map of anonymous memory comes
+                // after the resume; until then every page may hold data.
+                at_origin: layout.anonymous.iter().map(|&(s, e)| (s, e - s)).collect(),
                 background_push,
             };
             let pager_me = me.clone();
@@ -165,9 +195,18 @@ impl Migrations {
                 .map_err(|e| e.to_string())
                 .and_then(|()| timers::arm(&mut w.process, &itimers));
             if let Err(e) = restored {
-                pager.stop.store(true, Ordering::Relaxed);
+                pager.stop();
                 return Err(e);
             }
+            info!(
+                pid,
+                spawned_us,
+                laid_out_us,
+                registered_us,
+                eager_us,
+                restored_us = t.elapsed().as_micros() as u64,
+                "restore steps"
+            );
             Ok((w, pager))
         };
         let events = self.table.events();
@@ -242,15 +281,13 @@ impl Migrations {
         };
         let home = p.info.origin.clone();
         lock(&self.hosted).insert(pid, p.relay);
-        if *p.done.borrow() {
-            lock(&self.pagers).remove(&pid);
-        } else {
-            lock(&self.pagers).insert(pid, p.done);
+        p.pager.resume();
+        if !*p.done.borrow() {
+            lock(&self.pagers).insert(pid, (p.done, p.pager));
         }
         lock(&self.moved).remove(&pid);
         self.table.insert_hosted(p.info, p.handle, p.pidfd);
         p.commit.go();
-        drop(p.pager);
         info!(pid, from, "resumed");
         if home == self.node {
             if let Some(hub) = self.hub(pid) {
@@ -283,7 +320,7 @@ impl Migrations {
             };
         };
         warn!(pid, from = %p.from, "migration abandoned: {why}");
-        p.pager.stop.store(true, Ordering::Relaxed);
+        p.pager.stop();
         drop(p.commit);
         PeerAnswer::Aborted
     }

@@ -10,6 +10,7 @@
 //! - [`timers`]: interval timers read at the origin, armed at the
 //!   destination.
 
+pub mod channel;
 pub mod incoming;
 pub mod outgoing;
 pub mod pager;
@@ -50,12 +51,21 @@ pub struct Offer {
     pub argv: Vec<String>,
     pub nodes: Vec<String>,
     pub files: Vec<FileReopen>,
+    /// Unread stdin (none on the first move from home: the hub starts
+    /// reading the real stdin where the process stopped).
+    #[serde(default)]
+    pub stdin: relay::StdinBacklog,
     /// Armed `setitimer` timers, re-armed before the process resumes.
     #[serde(default)]
     pub itimers: Vec<timers::Itimer>,
     /// Pull pages in the background (else only on fault).
     #[serde(default = "yes")]
     pub background_push: bool,
+    /// `(address, length)` of the pages attached after the JSON, in order:
+    /// populated pages of private file mappings, which a userfaultfd cannot
+    /// serve and which must be in place before the process runs.
+    #[serde(default)]
+    pub attached: Vec<(u64, u64)>,
     pub state: ProcessState,
 }
 
@@ -80,6 +90,8 @@ pub enum PeerCall {
         to: String,
         #[serde(default)]
         no_push: bool,
+        #[serde(default)]
+        wait: bool,
     },
 }
 
@@ -111,11 +123,33 @@ pub enum PeerNotice {
     Moved { pid: i32, node: String },
     /// To the origin: every page has arrived; drop the frozen copy.
     PushDone { pid: i32 },
+    /// To the destination, once the process runs there: which pages of its
+    /// anonymous mappings the origin ever populated (the rest is zero).
+    Populated { pid: i32, vmas: Vec<PopulatedVma> },
+}
+
+/// One anonymous mapping at the origin and its populated `(start, len)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopulatedVma {
+    pub start: u64,
+    pub end: u64,
+    pub populated: Vec<(u64, u64)>,
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing these plain data types cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Splits a call body into the call (JSON) and the bytes attached after it.
+fn decode_call(body: &[u8]) -> Result<(PeerCall, &[u8]), serde_json::Error> {
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<PeerCall>();
+    let call = match values.next() {
+        Some(c) => c?,
+        None => return Err(serde::de::Error::custom("empty call")),
+    };
+    let end = values.byte_offset();
+    Ok((call, &body[end..]))
 }
 
 /// Per-node migration state; see the module documentation.
@@ -130,9 +164,9 @@ pub struct Migrations {
     hosted: Mutex<HashMap<i32, Arc<relay::HostRelay>>>,
     /// Restored here, waiting for the origin's commit.
     incoming: Mutex<HashMap<i32, incoming::Pending>>,
-    /// Pagers of processes whose memory is still partly at their origin:
-    /// `true` once every page has arrived.
-    pagers: Mutex<HashMap<i32, watch::Receiver<bool>>>,
+    /// Pagers of processes whose memory is still partly at their origin,
+    /// with a flag that turns `true` once every page has arrived.
+    pagers: Mutex<HashMap<i32, (watch::Receiver<bool>, pager::PagerHandle)>>,
     /// Processes migrated from here: where they went (for late stdin) and
     /// the frozen copy serving their pages.
     moved: Mutex<HashMap<i32, outgoing::Departed>>,
@@ -183,8 +217,8 @@ impl Migrations {
             Inbound::Call { from, req_id, body } => {
                 let me = self.clone();
                 tokio::spawn(async move {
-                    let answer = match serde_json::from_slice::<PeerCall>(&body) {
-                        Ok(call) => me.call(&from, call).await,
+                    let answer = match decode_call(&body) {
+                        Ok((call, attached)) => me.call(&from, call, attached).await,
                         Err(e) => PeerAnswer::Error {
                             message: format!(
                                 "malformed call: {e}; are both agents the same version?"
@@ -204,18 +238,24 @@ impl Migrations {
                 from,
                 pid,
                 fd,
+                offset,
                 data,
-            } => self.stdio(&from, pid, fd, data).await,
+            } => self.stdio(&from, pid, fd, offset, data).await,
         }
     }
 
-    async fn call(self: &Arc<Self>, from: &str, call: PeerCall) -> PeerAnswer {
+    async fn call(self: &Arc<Self>, from: &str, call: PeerCall, attached: &[u8]) -> PeerAnswer {
         let r = match call {
-            PeerCall::Offer(offer) => self.accept_offer(from, *offer).await,
+            PeerCall::Offer(offer) => self.accept_offer(from, *offer, attached).await,
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
-            PeerCall::Migrate { pid, to, no_push } => self
-                .migrate(pid, &to, no_push)
+            PeerCall::Migrate {
+                pid,
+                to,
+                no_push,
+                wait,
+            } => self
+                .migrate(pid, &to, no_push, wait)
                 .await
                 .map(PeerAnswer::Migrated),
         };
@@ -240,20 +280,34 @@ impl Migrations {
                 }
                 self.table.set_node(pid, &node);
             }
-            PeerNotice::PushDone { pid } => self.push_done(from, pid).await,
+            PeerNotice::PushDone { pid } => {
+                // Freeing a large frozen copy takes a while: not inline.
+                let me = self.clone();
+                let from = from.to_owned();
+                tokio::spawn(async move { me.push_done(&from, pid).await });
+            }
+            PeerNotice::Populated { pid, vmas } => match lock(&self.pagers).get(&pid) {
+                Some((_, pager)) => pager.populated(vmas),
+                None => debug!(pid, "population map for a process whose pages are all here"),
+            },
         }
     }
 
-    async fn stdio(self: &Arc<Self>, from: &str, pid: i32, fd: u8, data: Vec<u8>) {
+    async fn stdio(self: &Arc<Self>, from: &str, pid: i32, fd: u8, offset: u64, data: Vec<u8>) {
         if fd == 0 {
             if let Some(relay) = lock(&self.hosted).get(&pid).cloned() {
-                relay.stdin(data);
+                relay.stdin(offset, data);
                 return;
             }
             let moved = lock(&self.moved).get(&pid).map(|d| d.to.clone());
             match moved {
                 Some(to) => {
-                    let msg = PeerMessage::Stdio { pid, fd, data };
+                    let msg = PeerMessage::Stdio {
+                        pid,
+                        fd,
+                        offset,
+                        data,
+                    };
                     if let Err(e) = self.peers.send(&to, msg).await {
                         warn!(pid, "forwarding stdin to {to}: {e}");
                     }

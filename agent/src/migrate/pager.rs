@@ -1,11 +1,14 @@
 //! The destination's post-copy server for one migrated process: a plain
-//! thread owning the userfaultfd created inside the worker. Faults become
-//! page requests to the origin (many in flight on the link), pages the
+//! thread owning the userfaultfd created inside the worker and the page
+//! channel to the origin. Faults become page requests (many in flight on
+//! the channel), pages the
 //! origin never touched are zero-filled here, and while the program does
 //! not fault a background pusher pulls the rest in growing batches. When
 //! every page is here the origin is told and the uffd is closed, so the
 //! process no longer depends on the origin.
 
+use super::channel::PageChannel;
+use super::PopulatedVma;
 use crate::peers::Peers;
 use crate::sys::{self, EventFd};
 use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
@@ -13,31 +16,22 @@ use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
 use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Background requests in flight at once.
 const PUSH_IN_FLIGHT: usize = 2;
 /// Pages fetched per fault (the faulting one and the next ones).
-const FAULT_WINDOW: u64 = 4;
+const FAULT_WINDOW: u64 = 1;
 /// How long the origin may stay unreachable before the process is given up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
-
-/// `_IOWR(0xAA, 0x03, struct uffdio_copy)`.
-const UFFDIO_COPY: u64 = 0xc028_aa03;
-
-/// `struct uffdio_copy`.
-#[repr(C)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
+/// How long the pager busy-polls after a fault or a reply before sleeping.
+const SPIN: Duration = Duration::from_micros(200);
+/// How often a broken page channel is reopened.
+const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 
 /// Largest request (4 MiB), well inside one `PageData` frame.
 const MAX_REQUEST_PAGES: u64 = 1024;
@@ -55,7 +49,9 @@ pub struct PagerStats {
 pub struct PagerSpec {
     pub pid: i32,
     pub origin: String,
+    /// To reopen the channel if it breaks.
     pub peers: Arc<Peers>,
+    pub channel: PageChannel,
     pub uffd: Uffd,
     /// Registered regions `(start, end)`.
     pub regions: Vec<(u64, u64)>,
@@ -65,17 +61,99 @@ pub struct PagerSpec {
     pub background_push: bool,
 }
 
+/// How long the pusher waits for the origin's population map before it
+/// pulls everything.
+const MAP_WAIT: Duration = Duration::from_secs(2);
+
 /// Controls a running pager.
 pub struct PagerHandle {
-    pub stop: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    aborted: Arc<AtomicBool>,
+    resumed: Arc<AtomicBool>,
+    wake: Arc<EventFd>,
+    maps: mpsc::Sender<Vec<PopulatedVma>>,
     pub stats: Arc<PagerStats>,
     pub pages_at_origin: u64,
     pub pages_zero: u64,
 }
 
+impl PagerHandle {
+    /// The process runs: start the background transfer (held back until
+    /// then so the link is free for the restore and the commit).
+    pub fn resume(&self) {
+        self.resumed.store(true, Ordering::Relaxed);
+        self.wake.wake();
+    }
+
+    /// The origin's population map of the anonymous mappings.
+    pub fn populated(&self, vmas: Vec<PopulatedVma>) {
+        let _ = self.maps.send(vmas);
+        self.wake.wake();
+    }
+
+    /// Ends the pager (the restore was abandoned).
+    pub fn stop(&self) {
+        self.aborted.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.wake();
+    }
+}
+
+/// The pagers of one migration: the process's and those of children it
+/// forks before its memory has all arrived (each child has its own uffd and
+/// page state). `on_done` runs when the last one ends.
+struct Family {
+    live: AtomicUsize,
+    /// Ends every pager of the family (abort, or the process is gone).
+    stop: Arc<AtomicBool>,
+    /// The restore was abandoned: the origin keeps the process.
+    aborted: Arc<AtomicBool>,
+    on_done: Mutex<Option<OnDone>>,
+}
+
+/// Runs once every pager of a migration has ended (`true`: not aborted, so
+/// the origin's copy is no longer needed).
+type OnDone = Box<dyn FnOnce(bool) + Send>;
+
+impl Family {
+    fn finished(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let done = self
+                .on_done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(f) = done {
+                f(!self.aborted.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+fn spawn(mut p: Pager, name: String) -> Result<(), String> {
+    let family = p.family.clone();
+    family.live.fetch_add(1, Ordering::AcqRel);
+    let ours = family.clone();
+    let started = std::thread::Builder::new().name(name).spawn(move || {
+        let ended = p.run(&ours.stop.clone());
+        if ended == End::ProcessGone {
+            // Forked children cannot tell when they are gone: they end
+            // with the process (their missing pages had the same source).
+            ours.stop.store(true, Ordering::Relaxed);
+        }
+        ours.finished();
+    });
+    match started {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            family.live.fetch_sub(1, Ordering::AcqRel);
+            Err(format!("cannot start a pager thread: {e}"))
+        }
+    }
+}
+
 /// Builds the page state and starts the pager thread; `on_done` runs on
-/// that thread when it ends, with `true` once the origin's frozen copy is
-/// no longer needed (every page has arrived, or the process is gone).
+/// that thread once every page has arrived (or the process is gone).
 pub fn start(
     spec: PagerSpec,
     on_done: impl FnOnce(bool) + Send + 'static,
@@ -89,36 +167,83 @@ pub fn start(
         pc.mark_at_origin(s, s + len).map_err(|e| e.to_string())?;
     }
     let c = pc.counts();
+    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
+    let (maps_tx, maps) = mpsc::channel();
     let handle = PagerHandle {
         stop: Arc::new(AtomicBool::new(false)),
+        aborted: Arc::new(AtomicBool::new(false)),
+        resumed: Arc::new(AtomicBool::new(false)),
+        wake: wake.clone(),
+        maps: maps_tx,
         stats: Arc::new(PagerStats::default()),
         pages_at_origin: c.at_origin,
         pages_zero: c.not_touched,
     };
-    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
-    let stop = handle.stop.clone();
-    let stats = handle.stats.clone();
-    std::thread::Builder::new()
-        .name(format!("pager-{}", spec.pid))
-        .spawn(move || {
-            let mut p = Pager {
-                spec,
-                pc,
-                wake,
-                inflight: HashMap::new(),
-                remaps: Vec::new(),
-                stats,
-                failing_since: None,
-            };
-            let complete = p.run(&stop);
-            on_done(complete);
-        })
-        .map_err(|e| format!("cannot start the pager thread: {e}"))?;
+    let family = Arc::new(Family {
+        live: AtomicUsize::new(0),
+        stop: handle.stop.clone(),
+        aborted: handle.aborted.clone(),
+        on_done: Mutex::new(Some(Box::new(on_done))),
+    });
+    let p = Pager {
+        channel: Some(spec.channel),
+        spec: PagerConfig {
+            pid: spec.pid,
+            origin: spec.origin,
+            peers: spec.peers,
+            uffd: spec.uffd,
+            background_push: spec.background_push,
+            forked: false,
+        },
+        family,
+        next_req: 1,
+        refetch: Vec::new(),
+        last_connect: Instant::now(),
+        pc,
+        wake,
+        inflight: HashMap::new(),
+        remaps: Vec::new(),
+        resumed: handle.resumed.clone(),
+        resumed_at: None,
+        maps,
+        map_known: false,
+        stats: handle.stats.clone(),
+        failing_since: None,
+    };
+    spawn(p, format!("pager-{}", spec.pid))?;
     Ok(handle)
 }
 
+/// What stays of the [`PagerSpec`] in the running pager.
+struct PagerConfig {
+    pid: i32,
+    origin: String,
+    peers: Arc<Peers>,
+    uffd: Uffd,
+    background_push: bool,
+    /// The pager of a forked child: `pid` is its parent's (the pages come
+    /// from the parent's copy at the origin), so its liveness is unknown.
+    forked: bool,
+}
+
+/// Why a pager ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    ProcessGone,
+    Stopped,
+    Failed,
+}
+
 struct Pager {
-    spec: PagerSpec,
+    spec: PagerConfig,
+    family: Arc<Family>,
+    /// `None` while broken (reopened every [`RECONNECT_EVERY`]).
+    channel: Option<PageChannel>,
+    next_req: u64,
+    /// Fault fetches lost with a broken channel: asked again on reconnect.
+    refetch: Vec<PageRange>,
+    last_connect: Instant,
     pc: Postcopy,
     wake: Arc<EventFd>,
     /// Request id → (destination range, is a background batch).
@@ -126,21 +251,26 @@ struct Pager {
     /// `(new start, old start, len)` of regions the program moved (mremap):
     /// their pages are fetched from the old address at the origin.
     remaps: Vec<(u64, u64, u64)>,
+    /// The process runs (background transfer allowed).
+    resumed: Arc<AtomicBool>,
+    resumed_at: Option<Instant>,
+    maps: mpsc::Receiver<Vec<PopulatedVma>>,
+    /// The origin's population map arrived (or was waited for long enough).
+    map_known: bool,
     stats: Arc<PagerStats>,
     failing_since: Option<Instant>,
 }
 
 impl Pager {
-    /// Serves until every page is here or the process is gone (true: the
-    /// origin may drop its frozen copy), or until it is stopped or fails
-    /// (false).
-    fn run(&mut self, stop: &AtomicBool) -> bool {
-        let (tx, rx) = mpsc::channel::<PeerMessage>();
+    /// Serves until every page is here, the process is gone, the family is
+    /// stopped, or serving fails.
+    fn run(&mut self, stop: &AtomicBool) -> End {
         let pid = self.spec.pid;
         let started = Instant::now();
+        let mut last_active = Instant::now() - SPIN;
         loop {
             if stop.load(Ordering::Relaxed) {
-                return false;
+                return End::Stopped;
             }
             if self.pc.remaining() == 0 && self.inflight.is_empty() {
                 let c = self.pc.counts();
@@ -151,43 +281,65 @@ impl Pager {
                     faults = self.stats.faults.load(Ordering::Relaxed),
                     "every page has arrived"
                 );
-                return true;
+                return End::Complete;
             }
-            let ready = sys::poll2(
-                self.spec.uffd.as_fd(),
-                self.wake.fd(),
-                Some(Duration::from_millis(100)),
-            );
-            let (faults_ready, woken) = match ready {
+            let ready = {
+                let mut fds: Vec<BorrowedFd<'_>> = vec![self.spec.uffd.as_fd(), self.wake.fd()];
+                if let Some(ch) = &self.channel {
+                    fds.push(ch.as_fd());
+                }
+                // Busy-poll for a moment after activity: a sleeping CPU takes
+                // tens of microseconds to wake in a VM, per fault.
+                let wait = if last_active.elapsed() < SPIN {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(100)
+                };
+                sys::poll_readable(&fds, Some(wait))
+            };
+            let ready = match ready {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(pid, "pager poll: {e}");
-                    return false;
+                    return End::Failed;
                 }
             };
+            let (faults_ready, woken, data_ready) =
+                (ready[0], ready[1], ready.get(2).copied().unwrap_or(false));
             if woken {
                 self.wake.drain();
             }
-            if !faults_ready && !woken && !popcorn_checkpoint::process_exists(pid) {
-                // Its frozen copy at the origin is no longer needed either.
+            if faults_ready || data_ready {
+                last_active = Instant::now();
+            }
+            if !ready.iter().any(|r| *r)
+                && !self.spec.forked
+                && !popcorn_checkpoint::process_exists(pid)
+            {
                 debug!(pid, "process gone: pager ends");
-                return true;
+                return End::ProcessGone;
             }
             let mut faulted = false;
             if faults_ready {
-                match self.read_events(&tx) {
+                match self.read_events() {
                     Ok(f) => faulted = f,
                     Err(e) => {
                         warn!(pid, "pager: {e}");
-                        return false;
+                        return End::Failed;
                     }
                 }
             }
-            while let Ok(msg) = rx.try_recv() {
-                self.arrived(msg);
+            if data_ready {
+                self.receive();
+            }
+            while let Ok(vmas) = self.maps.try_recv() {
+                self.apply_map(&vmas);
+            }
+            if self.channel.is_none() {
+                self.reconnect();
             }
             if !faulted {
-                self.push(&tx);
+                self.push();
             }
             if let Some(since) = self.failing_since {
                 if since.elapsed() > GIVE_UP_AFTER {
@@ -199,30 +351,81 @@ impl Pager {
                     );
                     // SAFETY: plain integer arguments.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return false;
+                    return End::Failed;
                 }
             }
         }
     }
 
+    /// Replies on the channel; a broken channel puts its requests back.
+    fn receive(&mut self) {
+        let Some(ch) = self.channel.as_mut() else {
+            return;
+        };
+        match ch.receive() {
+            Ok(msgs) => {
+                for m in msgs {
+                    self.arrived(m);
+                }
+            }
+            Err(e) => self.channel_lost(&e.to_string()),
+        }
+    }
+
+    fn channel_lost(&mut self, why: &str) {
+        warn!(pid = self.spec.pid, origin = %self.spec.origin, "page channel lost: {why}");
+        self.channel = None;
+        self.failing_since.get_or_insert_with(Instant::now);
+        for (_, (range, push)) in std::mem::take(&mut self.inflight) {
+            let _ = self.pc.on_fetch_failed(range);
+            if !push {
+                self.refetch.push(range);
+            }
+        }
+    }
+
+    fn reconnect(&mut self) {
+        if self.last_connect.elapsed() < RECONNECT_EVERY {
+            return;
+        }
+        self.last_connect = Instant::now();
+        match PageChannel::open(&self.spec.peers, &self.spec.origin, self.spec.pid) {
+            Ok(ch) => {
+                info!(pid = self.spec.pid, origin = %self.spec.origin, "page channel reopened");
+                self.channel = Some(ch);
+                for r in std::mem::take(&mut self.refetch) {
+                    if let Ok(Action::Fetch(r)) = self.pc.on_fault(r.start) {
+                        self.request(r, false);
+                    }
+                }
+            }
+            Err(e) => debug!(pid = self.spec.pid, "reopening the page channel: {e}"),
+        }
+    }
+
     /// Reads every pending uffd event; true if any was a fault.
-    fn read_events(&mut self, tx: &mpsc::Sender<PeerMessage>) -> Result<bool, UffdError> {
+    fn read_events(&mut self) -> Result<bool, UffdError> {
         let mut faulted = false;
         while let Some(ev) = self.spec.uffd.read_event()? {
             match ev {
                 Event::PageFault { addr, .. } => {
                     faulted = true;
                     self.stats.faults.fetch_add(1, Ordering::Relaxed);
-                    self.fault(addr, tx);
+                    self.fault(addr);
                 }
                 Event::Remove { start, end } | Event::Unmap { start, end } => {
                     self.pc.on_discard(start, end);
                 }
                 Event::Remap { from, to, len } => self.remap(from, to, len),
                 Event::Fork { ufd } => {
-                    // SAFETY: the event handed us this descriptor to own.
-                    let child = unsafe { OwnedFd::from_raw_fd(ufd) };
-                    self.fill_child(&child);
+                    // SAFETY: the event installed this descriptor for us to own.
+                    let fd = unsafe { OwnedFd::from_raw_fd(ufd) };
+                    if let Err(e) = self.fork_pager(fd) {
+                        warn!(
+                            pid = self.spec.pid,
+                            "fork during post-copy: {e}; the child's missing pages read as zero"
+                        );
+                    }
                 }
                 Event::Unknown(kind) => debug!(kind, "unknown uffd event"),
             }
@@ -230,11 +433,11 @@ impl Pager {
         Ok(faulted)
     }
 
-    fn fault(&mut self, addr: u64, tx: &mpsc::Sender<PeerMessage>) {
+    fn fault(&mut self, addr: u64) {
         let page = addr & !(PAGE_SIZE - 1);
         match self.pc.on_fault(addr) {
             Ok(Action::ZeroFill(r)) => self.zero(r.start, r.bytes()),
-            Ok(Action::Fetch(r)) => self.request(r, false, tx),
+            Ok(Action::Fetch(r)) => self.request(r, false),
             Ok(Action::AlreadyInFlight) => {}
             Ok(Action::Present(r)) => {
                 let _ = self.spec.uffd.wake(r.start, r.bytes());
@@ -259,6 +462,44 @@ impl Pager {
         }
     }
 
+    /// Serves a child the process forked with its own pager: the child's
+    /// missing pages are the parent's, still at the origin.
+    fn fork_pager(&mut self, ufd: OwnedFd) -> Result<(), String> {
+        let channel = PageChannel::open(&self.spec.peers, &self.spec.origin, self.spec.pid)?;
+        let (_, maps) = mpsc::channel();
+        let child = Pager {
+            spec: PagerConfig {
+                pid: self.spec.pid,
+                origin: self.spec.origin.clone(),
+                peers: self.spec.peers.clone(),
+                uffd: Uffd::adopt_forked(ufd, &self.spec.uffd),
+                background_push: self.spec.background_push,
+                forked: true,
+            },
+            family: self.family.clone(),
+            channel: Some(channel),
+            next_req: 1,
+            refetch: Vec::new(),
+            last_connect: Instant::now(),
+            pc: self.pc.fork_child(),
+            wake: Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?),
+            inflight: HashMap::new(),
+            remaps: self.remaps.clone(),
+            resumed: Arc::new(AtomicBool::new(true)),
+            resumed_at: None,
+            maps,
+            map_known: true,
+            stats: self.stats.clone(),
+            failing_since: None,
+        };
+        info!(
+            pid = self.spec.pid,
+            remaining = child.pc.remaining(),
+            "forked during post-copy: serving the child"
+        );
+        spawn(child, format!("pager-{}-child", self.spec.pid))
+    }
+
     /// Where the origin has the page now at `addr` here.
     fn origin_addr(&self, addr: u64) -> u64 {
         for &(to, from, len) in self.remaps.iter().rev() {
@@ -269,33 +510,33 @@ impl Pager {
         addr
     }
 
-    fn request(&mut self, r: PageRange, push: bool, tx: &mpsc::Sender<PeerMessage>) {
+    fn request(&mut self, r: PageRange, push: bool) {
         let mut start = r.start;
         let mut left = r.pages;
         while left > 0 {
             let n = left.min(MAX_REQUEST_PAGES);
             let part = PageRange { start, pages: n };
-            let from = self.origin_addr(start);
-            match self.spec.peers.request_pages_blocking(
-                &self.spec.origin,
-                self.spec.pid,
-                from,
-                n as u32,
-                tx,
-                &self.wake,
-            ) {
-                Ok(req_id) => {
-                    self.inflight.insert(req_id, (part, push));
-                }
-                Err(e) => {
-                    debug!(pid = self.spec.pid, "page request: {e}");
-                    self.failing_since.get_or_insert_with(Instant::now);
-                    let _ = self.pc.on_fetch_failed(part);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
             start += n * PAGE_SIZE;
             left -= n;
+            let req_id = self.next_req;
+            let msg = PeerMessage::PageRequest {
+                req_id,
+                pid: self.spec.pid,
+                addr: self.origin_addr(part.start),
+                pages: n as u32,
+            };
+            let Some(ch) = self.channel.as_mut() else {
+                let _ = self.pc.on_fetch_failed(part);
+                if !push {
+                    self.refetch.push(part);
+                }
+                continue;
+            };
+            self.next_req += 1;
+            self.inflight.insert(req_id, (part, push));
+            if let Err(e) = ch.send(&msg) {
+                self.channel_lost(&e.to_string());
+            }
         }
     }
 
@@ -351,8 +592,7 @@ impl Pager {
                 Ok(_) => return,
                 // Events are pending (the map is changing): read them first.
                 Err(UffdError::Again { .. }) => {
-                    let (tx, _rx) = mpsc::channel();
-                    if let Err(e) = self.read_events(&tx) {
+                    if let Err(e) = self.read_events() {
                         warn!(pid = self.spec.pid, "pager: {e}");
                         return;
                     }
@@ -366,97 +606,47 @@ impl Pager {
         }
     }
 
-    /// Background batches while the program does not fault.
-    fn push(&mut self, tx: &mpsc::Sender<PeerMessage>) {
+    /// Pages the origin never populated become local zero-fills.
+    fn apply_map(&mut self, vmas: &[PopulatedVma]) {
+        let mut zeroed = 0;
+        for v in vmas {
+            let mut at = v.start;
+            for &(s, len) in &v.populated {
+                if s > at {
+                    zeroed += self.pc.on_origin_untouched(at, s);
+                }
+                at = at.max(s + len);
+            }
+            if at < v.end {
+                zeroed += self.pc.on_origin_untouched(at, v.end);
+            }
+        }
+        self.map_known = true;
+        debug!(
+            pid = self.spec.pid,
+            zeroed,
+            remaining = self.pc.remaining(),
+            "population map applied"
+        );
+    }
+
+    /// Background batches while the program does not fault, once it runs
+    /// and the population map is known.
+    fn push(&mut self) {
+        if !self.resumed.load(Ordering::Relaxed) {
+            return;
+        }
+        let since = *self.resumed_at.get_or_insert_with(Instant::now);
+        if !self.map_known && since.elapsed() < MAP_WAIT {
+            return;
+        }
         let pushing = self.inflight.values().filter(|(_, p)| *p).count();
         if !self.spec.background_push || pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() {
             return;
         }
         for r in self.pc.next_push_batch() {
-            self.request(r, true, tx);
+            self.request(r, true);
         }
-    }
-
-    /// A child forked while pages are still at the origin has none of
-    /// them, and once its userfaultfd (`child`) is closed they would read
-    /// as zeros. Every page still missing here is fetched and copied into
-    /// the child first; its faults wait meanwhile, and so do the parent's.
-    fn fill_child(&mut self, child: &OwnedFd) {
-        use popcorn_dsm::postcopy::PageState;
-        let pid = self.spec.pid;
-        let mut ranges: Vec<(u64, u64)> = self.spec.regions.clone();
-        ranges.extend(self.remaps.iter().map(|&(to, _, len)| (to, to + len)));
-        ranges.sort_unstable();
-        // Runs `(local start, origin start, len)` of missing pages.
-        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
-        let mut done_to = 0;
-        for (start, end) in ranges {
-            let mut a = start.max(done_to);
-            while a < end {
-                if matches!(
-                    self.pc.state(a),
-                    Some(PageState::AtOrigin | PageState::InFlight)
-                ) {
-                    let from = self.origin_addr(a);
-                    match runs.last_mut() {
-                        Some((l, o, len)) if *l + *len == a && *o + *len == from => {
-                            *len += PAGE_SIZE
-                        }
-                        _ => runs.push((a, from, PAGE_SIZE)),
-                    }
-                }
-                a += PAGE_SIZE;
-            }
-            done_to = done_to.max(end);
-        }
-        let pages: u64 = runs.iter().map(|r| r.2 / PAGE_SIZE).sum();
-        if pages == 0 {
-            return;
-        }
-        let asked: Vec<(u64, u64)> = runs.iter().map(|&(_, o, len)| (o, len)).collect();
-        let data = match fetch_blocking(&self.spec.peers, &self.spec.origin, pid, &asked) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(
-                    pid,
-                    "fork during post-copy: {e}; the child's missing pages read as zero"
-                );
-                return;
-            }
-        };
-        let mut copied = 0;
-        for (origin, bytes) in data {
-            let Some(&(l, o, _)) = runs
-                .iter()
-                .find(|&&(_, o, len)| origin >= o && origin < o + len)
-            else {
-                continue;
-            };
-            let mut c = UffdioCopy {
-                dst: origin - o + l,
-                src: bytes.as_ptr() as u64,
-                len: bytes.len() as u64,
-                mode: 0,
-                copy: 0,
-            };
-            // SAFETY: `c` is a valid uffdio_copy whose source buffer lives
-            // across the call; the kernel writes only `c.copy`.
-            let r = unsafe { libc::ioctl(child.as_raw_fd(), UFFDIO_COPY as _, &mut c) };
-            if r == 0 {
-                copied += bytes.len() as u64 / PAGE_SIZE;
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                // The child exited or exec'd: nothing left to fill.
-                break;
-            }
-            debug!(pid, dst = c.dst, "filling a forked child: {e}");
-        }
-        info!(
-            pid,
-            pages, copied, "forked during post-copy: the child got its missing pages"
-        );
     }
 
     /// The program moved `[from, from+len)` to `to`: pages still at the
@@ -492,47 +682,51 @@ impl Pager {
     }
 }
 
-/// Fetches `ranges` (`(start, len)`) of `pid` from `origin` and returns
-/// their bytes, for the few pages that must be in place before the worker
-/// runs.
-pub fn fetch_blocking(
-    peers: &Peers,
-    origin: &str,
+/// Fetches `ranges` (`(start, len)`) of `pid` over `ch` and returns their
+/// bytes, for the few pages that must be in place before the worker runs.
+pub fn fetch_now(
+    ch: &mut PageChannel,
     pid: i32,
     ranges: &[(u64, u64)],
 ) -> Result<Vec<(u64, Vec<u8>)>, String> {
-    let wake = Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?);
-    let (tx, rx) = mpsc::channel();
     let mut asked = HashMap::new();
+    let mut req_id = 0u64;
     for &(start, len) in ranges {
         let mut off = 0;
         while off < len {
             let n = (len - off).min(MAX_REQUEST_PAGES * PAGE_SIZE);
-            let id = peers.request_pages_blocking(
-                origin,
+            req_id += 1;
+            let msg = PeerMessage::PageRequest {
+                req_id,
                 pid,
-                start + off,
-                (n / PAGE_SIZE) as u32,
-                &tx,
-                &wake,
-            )?;
-            asked.insert(id, start + off);
+                addr: start + off,
+                pages: (n / PAGE_SIZE) as u32,
+            };
+            ch.send(&msg).map_err(|e| format!("page channel: {e}"))?;
+            asked.insert(req_id, start + off);
             off += n;
         }
     }
+    let deadline = Instant::now() + super::CALL_TIMEOUT;
     let mut out = Vec::with_capacity(asked.len());
     while !asked.is_empty() {
-        match rx.recv_timeout(super::CALL_TIMEOUT) {
-            Ok(PeerMessage::PageData { req_id, data, .. }) => {
-                if let Some(addr) = asked.remove(&req_id) {
-                    out.push((addr, data));
+        if Instant::now() > deadline {
+            return Err("the origin did not send the process's memory".into());
+        }
+        sys::poll_readable(&[ch.as_fd()], Some(Duration::from_millis(100)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for m in ch.receive().map_err(|e| format!("page channel: {e}"))? {
+            match m {
+                PeerMessage::PageData { req_id, data, .. } => {
+                    if let Some(addr) = asked.remove(&req_id) {
+                        out.push((addr, data));
+                    }
                 }
+                PeerMessage::PageError { message, .. } => {
+                    return Err(format!("fetching memory: {message}"))
+                }
+                _ => {}
             }
-            Ok(PeerMessage::PageError { message, .. }) => {
-                return Err(format!("fetching memory from {origin}: {message}"))
-            }
-            Ok(_) => {}
-            Err(_) => return Err(format!("{origin} did not send the process's memory")),
         }
     }
     Ok(out)

@@ -112,6 +112,7 @@ impl Hub {
             move || {
                 let fd = stdin.as_raw_fd();
                 let mut buf = vec![0u8; CHUNK];
+                let mut offset = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     if !readable(fd, 200) {
                         continue;
@@ -125,7 +126,9 @@ impl Hub {
                     };
                     let eof = data.is_empty();
                     let to = lock(&location).clone();
-                    m.deliver_stdin(pid, &to, data);
+                    let len = data.len() as u64;
+                    m.deliver_stdin(pid, &to, offset, data);
+                    offset += len;
                     if eof {
                         return;
                     }
@@ -166,10 +169,24 @@ impl Hub {
 }
 
 enum StdinOp {
-    Data(Vec<u8>),
-    /// The process left: send what it did not read, and what comes later,
-    /// to this node.
+    /// Bytes at this offset of the stream (empty: end of file there).
+    Data(u64, Vec<u8>),
+    /// The process is frozen for a migration: take what it did not read
+    /// out of the pipe and keep later bytes aside.
+    Hold(mpsc::Sender<StdinBacklog>),
+    /// The migration failed: put the unread bytes back.
+    Resume,
+    /// The process left: later bytes go to this node.
     Forward(String),
+}
+
+/// Where a process's stdin stands when it moves: the bytes it has not
+/// read, from stream offset `start`, and whether the stream ended after.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StdinBacklog {
+    pub start: u64,
+    pub bytes: Vec<u8>,
+    pub eof: bool,
 }
 
 /// The host side: the pipes a migrated process has for fds 0–2.
@@ -181,12 +198,13 @@ pub struct HostRelay {
 }
 
 impl HostRelay {
-    /// Creates the pipes; returns the relay and the worker's ends
-    /// `[stdin, stdout, stderr]`.
+    /// Creates the pipes, stdin starting with `backlog`; returns the relay
+    /// and the worker's ends `[stdin, stdout, stderr]`.
     pub fn start(
         m: &Arc<Migrations>,
         pid: i32,
         home: &str,
+        backlog: StdinBacklog,
     ) -> std::io::Result<(Arc<HostRelay>, [OwnedFd; 3])> {
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -197,7 +215,24 @@ impl HostRelay {
         let done = Arc::new((Mutex::new(0u8), Condvar::new()));
         let writer = {
             let m = m.clone();
-            move || stdin_writer(&m, pid, File::from(in_w), drain, rx)
+            move || {
+                let mut w = StdinWriter {
+                    pid,
+                    next: backlog.start,
+                    pending: std::collections::BTreeMap::new(),
+                    pipe: Some(File::from(in_w)),
+                    drain,
+                    held: None,
+                    forward: None,
+                };
+                if !backlog.bytes.is_empty() {
+                    w.accept(backlog.start, backlog.bytes);
+                }
+                if backlog.eof {
+                    w.pipe = None;
+                }
+                w.run(&m, rx)
+            }
         };
         std::thread::Builder::new()
             .name(format!("relay-in-{pid}"))
@@ -236,12 +271,28 @@ impl HostRelay {
         &self.home
     }
 
-    /// Stdin bytes for the process (empty: end of file).
-    pub fn stdin(&self, data: Vec<u8>) {
-        let _ = lock(&self.stdin).send(StdinOp::Data(data));
+    /// Stdin bytes at `offset` of the stream (empty: end of file).
+    pub fn stdin(&self, offset: u64, data: Vec<u8>) {
+        let _ = lock(&self.stdin).send(StdinOp::Data(offset, data));
     }
 
-    /// From now on stdin goes to `node`, starting with what is unread here.
+    /// The process is frozen to migrate: its unread stdin, taken out of
+    /// the pipe (see [`HostRelay::resume_stdin`] and
+    /// [`HostRelay::forward_stdin`]).
+    pub fn hold_stdin(&self) -> StdinBacklog {
+        let (tx, rx) = mpsc::channel();
+        if lock(&self.stdin).send(StdinOp::Hold(tx)).is_err() {
+            return StdinBacklog::default();
+        }
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+    }
+
+    /// The migration failed: the unread stdin goes back into the pipe.
+    pub fn resume_stdin(&self) {
+        let _ = lock(&self.stdin).send(StdinOp::Resume);
+    }
+
+    /// The process left for `node`: stdin bytes from now on go there.
     pub fn forward_stdin(&self, node: &str) {
         let _ = lock(&self.stdin).send(StdinOp::Forward(node.to_owned()));
     }
@@ -272,58 +323,126 @@ impl HostRelay {
     }
 }
 
-fn stdin_writer(
-    m: &Arc<Migrations>,
+/// Writes stdin into the process's pipe in stream order, whatever order
+/// the chunks arrive in (directly from the hub, or forwarded by the node
+/// the process left).
+struct StdinWriter {
     pid: i32,
-    pipe_w: File,
+    /// Offset of the next byte the pipe gets.
+    next: u64,
+    pending: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// `None` once the stream ended (the process reads end of file).
+    pipe: Option<File>,
+    /// A duplicate of the pipe's read end, to take unread bytes back.
     drain: OwnedFd,
-    rx: mpsc::Receiver<StdinOp>,
-) {
-    let mut local = Some(pipe_w);
-    let mut forward: Option<String> = None;
-    while let Ok(op) = rx.recv() {
-        match op {
-            StdinOp::Data(data) => {
-                if let Some(to) = &forward {
-                    m.deliver_stdin(pid, to, data);
-                } else if data.is_empty() {
-                    local = None;
-                } else if let Some(w) = local.as_mut() {
-                    let mut w: &File = w;
-                    if let Err(e) = w.write_all(&data) {
-                        debug!(pid, "writing stdin: {e}");
+    /// While a migration is under way: the unread bytes taken back.
+    held: Option<StdinBacklog>,
+    forward: Option<String>,
+}
+
+impl StdinWriter {
+    fn run(&mut self, m: &Migrations, rx: mpsc::Receiver<StdinOp>) {
+        while let Ok(op) = rx.recv() {
+            match op {
+                StdinOp::Data(offset, data) => match &self.forward {
+                    Some(to) => m.deliver_stdin(self.pid, to, offset, data),
+                    None => self.accept(offset, data),
+                },
+                StdinOp::Hold(reply) => {
+                    let backlog = self.take_unread();
+                    let _ = reply.send(backlog.clone());
+                    self.held = Some(backlog);
+                }
+                StdinOp::Resume => {
+                    if let Some(b) = self.held.take() {
+                        self.next = b.start;
+                        if !b.bytes.is_empty() {
+                            self.accept(b.start, b.bytes);
+                        }
+                        if b.eof {
+                            self.pipe = None;
+                        }
+                        self.flush();
                     }
                 }
-            }
-            StdinOp::Forward(to) => {
-                // The process is frozen: what is in the pipe was never read.
-                let n = pending_bytes(drain.as_raw_fd());
-                if n > 0 {
-                    let mut buf = vec![0u8; n];
-                    if let Ok(got) = read_fd(drain.as_raw_fd(), &mut buf) {
-                        buf.truncate(got);
-                        m.deliver_stdin(pid, &to, buf);
+                StdinOp::Forward(to) => {
+                    self.held = None;
+                    self.pipe = None;
+                    for (offset, data) in std::mem::take(&mut self.pending) {
+                        m.deliver_stdin(self.pid, &to, offset, data);
                     }
+                    self.forward = Some(to);
                 }
-                if local.take().is_none() {
-                    m.deliver_stdin(pid, &to, Vec::new());
-                }
-                forward = Some(to);
             }
+        }
+    }
+
+    fn accept(&mut self, offset: u64, data: Vec<u8>) {
+        if data.is_empty() || offset + data.len() as u64 > self.next {
+            self.pending.insert(offset, data);
+        }
+        if self.held.is_none() {
+            self.flush();
+        }
+    }
+
+    /// Writes every chunk that continues the stream.
+    fn flush(&mut self) {
+        while let Some((&offset, _)) = self.pending.first_key_value() {
+            if offset > self.next {
+                return;
+            }
+            let Some((offset, data)) = self.pending.pop_first() else {
+                return;
+            };
+            if data.is_empty() {
+                self.pipe = None;
+                continue;
+            }
+            let skip = (self.next - offset) as usize;
+            if skip >= data.len() {
+                continue;
+            }
+            if let Some(p) = self.pipe.as_mut() {
+                let mut p: &File = p;
+                if let Err(e) = p.write_all(&data[skip..]) {
+                    debug!(pid = self.pid, "writing stdin: {e}");
+                }
+            }
+            self.next = offset + data.len() as u64;
+        }
+    }
+
+    /// Reads back what is in the pipe (the process is frozen: it was never
+    /// read) and later chunks stay pending.
+    fn take_unread(&mut self) -> StdinBacklog {
+        let n = pending_bytes(self.drain.as_raw_fd());
+        let mut bytes = vec![0u8; n];
+        if n > 0 {
+            match read_fd(self.drain.as_raw_fd(), &mut bytes) {
+                Ok(got) => bytes.truncate(got),
+                Err(_) => bytes.clear(),
+            }
+        }
+        StdinBacklog {
+            start: self.next - bytes.len() as u64,
+            bytes,
+            eof: self.pipe.is_none(),
         }
     }
 }
 
 impl Migrations {
-    /// Sends stdin bytes to the node hosting `pid` (from a plain thread).
-    pub(crate) fn deliver_stdin(&self, pid: i32, to: &str, data: Vec<u8>) {
+    /// Sends stdin bytes at `offset` to the node hosting `pid` (from a
+    /// plain thread).
+    pub(crate) fn deliver_stdin(&self, pid: i32, to: &str, offset: u64, data: Vec<u8>) {
         if to == self.node {
             if let Some(r) = lock(&self.hosted).get(&pid) {
-                r.stdin(data);
+                r.stdin(offset, data);
             }
             return;
         }
-        self.send_stdio_blocking(pid, to, 0, data);
+        self.send_stdio_blocking(pid, to, 0, offset, data);
     }
 
     /// Sends output of `pid` to its home (from a plain thread).
@@ -334,17 +453,25 @@ impl Migrations {
             }
             return;
         }
-        self.send_stdio_blocking(pid, home, fd, data);
+        self.send_stdio_blocking(pid, home, fd, 0, data);
     }
 
-    fn send_stdio_blocking(&self, pid: i32, to: &str, fd: u8, data: Vec<u8>) {
+    fn send_stdio_blocking(&self, pid: i32, to: &str, fd: u8, offset: u64, data: Vec<u8>) {
         let chunks: Vec<Vec<u8>> = if data.is_empty() {
             vec![data]
         } else {
             data.chunks(MAX_BODY).map(<[u8]>::to_vec).collect()
         };
+        let mut offset = offset;
         for data in chunks {
-            let msg = PeerMessage::Stdio { pid, fd, data };
+            let len = data.len() as u64;
+            let msg = PeerMessage::Stdio {
+                pid,
+                fd,
+                offset,
+                data,
+            };
+            offset += len;
             if let Err(e) = self.rt.block_on(self.peers.send(to, msg)) {
                 warn!(pid, fd, "relaying a standard stream to {to}: {e}");
             }

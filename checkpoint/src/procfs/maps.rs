@@ -46,8 +46,9 @@ pub struct Vma {
     pub present_pages: u64,
     /// Pages swapped out (from `pagemap`).
     pub swapped_pages: u64,
-    /// Ranges of pages that are present or swapped; everything else was
-    /// never touched (or was dropped) and reads as zeros / file content.
+    /// Ranges of pages that are present or swapped, except, in file
+    /// mappings, page cache pages (the file's own content); everything else
+    /// was never touched (or was dropped) and reads as zeros / file content.
     pub populated: Vec<PageRange>,
 }
 
@@ -160,6 +161,28 @@ pub fn parse_maps(text: &str) -> Result<Vec<Vma>, String> {
         .collect()
 }
 
+/// The `VmFlags` of a mapping as far as `maps` tells them: `rd`/`wr`/`ex`/
+/// `sh` from the permissions, `gd` for the main stack (the one mapping that
+/// grows down in practice).
+pub fn derived_flags(v: &Vma) -> Vec<String> {
+    let p = v.perms.as_bytes();
+    let mut f = Vec::new();
+    for (i, c, name) in [
+        (0, b'r', "rd"),
+        (1, b'w', "wr"),
+        (2, b'x', "ex"),
+        (3, b's', "sh"),
+    ] {
+        if p.get(i) == Some(&c) {
+            f.push(name.to_owned());
+        }
+    }
+    if v.name == "[stack]" {
+        f.push("gd".to_owned());
+    }
+    f
+}
+
 /// True for a `smaps` header line (as opposed to a `Key: value` line).
 fn is_header(line: &str) -> bool {
     let first = line.split(' ').next().unwrap_or("");
@@ -259,6 +282,16 @@ mod tests {
         ] {
             assert!(parse_line(l).is_err(), "{l:?} accepted");
         }
+    }
+
+    #[test]
+    fn derives_flags_from_maps() {
+        let stack = parse_line("7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]").unwrap();
+        assert_eq!(derived_flags(&stack), ["rd", "wr", "gd"]);
+        let shared = parse_line("1000-2000 r-xs 00000000 fd:01 42 /x").unwrap();
+        assert_eq!(derived_flags(&shared), ["rd", "ex", "sh"]);
+        let none = parse_line("1000-2000 ---p 00000000 00:00 0").unwrap();
+        assert!(derived_flags(&none).is_empty());
     }
 
     #[test]

@@ -1,56 +1,13 @@
-//! `popcorn bench`: measurements written as JSON, each next to the baseline
-//! measured in the same run.
+//! `popcorn bench freeze`: freeze + capture + thaw latency of a local
+//! process with N threads, next to the bare ptrace freeze/thaw.
 
+use super::{write_report, Stats};
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
 use popcorn_checkpoint::FrozenProcess;
 use serde::Serialize;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-#[derive(Subcommand)]
-pub enum BenchCommand {
-    /// Freeze + capture + thaw latency for 1, 8 and 64 threads.
-    Freeze {
-        /// Rounds per thread count.
-        #[arg(long, default_value_t = 200)]
-        iterations: usize,
-        /// Thread counts to measure.
-        #[arg(long, value_delimiter = ',', default_values_t = vec![1, 8, 64])]
-        threads: Vec<usize>,
-        /// Write JSON to this file as well as stdout.
-        #[arg(long)]
-        output: Option<std::path::PathBuf>,
-    },
-    /// The process the freeze benchmark freezes (internal).
-    #[command(hide = true)]
-    Worker {
-        #[arg(long)]
-        threads: usize,
-    },
-}
-
-#[derive(Serialize)]
-struct Stats {
-    min_us: f64,
-    p50_us: f64,
-    p99_us: f64,
-    mean_us: f64,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort();
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        let at = |q: f64| us(samples[((samples.len() - 1) as f64 * q).round() as usize]);
-        Stats {
-            min_us: us(samples[0]),
-            p50_us: at(0.5),
-            p99_us: at(0.99),
-            mean_us: samples.iter().map(|d| us(*d)).sum::<f64>() / samples.len() as f64,
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct FreezeResult {
@@ -74,44 +31,9 @@ struct FreezeReport {
     results: Vec<FreezeResult>,
 }
 
-pub fn run(cmd: BenchCommand) -> Result<i32> {
-    match cmd {
-        BenchCommand::Freeze {
-            iterations,
-            threads,
-            output,
-        } => {
-            if iterations == 0 {
-                bail!("--iterations must be at least 1");
-            }
-            let mut results = Vec::new();
-            for n in threads {
-                results.push(bench_freeze(n, iterations)?);
-            }
-            let report = FreezeReport {
-                bench: "freeze",
-                iterations,
-                kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-                results,
-            };
-            let json = serde_json::to_string_pretty(&report)?;
-            println!("{json}");
-            if let Some(path) = output {
-                std::fs::write(&path, json + "\n")
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(0)
-        }
-        BenchCommand::Worker { threads } => worker(threads),
-    }
-}
-
 /// N threads: one spinning, the rest sleeping in short naps, like a typical
 /// server; runs until killed.
-fn worker(threads: usize) -> Result<i32> {
+pub fn worker(threads: usize) -> Result<i32> {
     for i in 1..threads.max(1) {
         std::thread::spawn(move || loop {
             if i == 1 {
@@ -190,4 +112,21 @@ fn bench_freeze(threads: usize, iterations: usize) -> Result<FreezeResult> {
         freeze_capture_thaw: full,
         floor_us,
     })
+}
+
+pub fn run(iterations: usize, threads: Vec<usize>, output: Option<&Path>) -> Result<i32> {
+    if iterations == 0 {
+        bail!("--iterations must be at least 1");
+    }
+    let mut results = Vec::new();
+    for n in threads {
+        results.push(bench_freeze(n, iterations)?);
+    }
+    let report = FreezeReport {
+        bench: "freeze",
+        iterations,
+        kernel: super::kernel(),
+        results,
+    };
+    write_report(&report, output)
 }
