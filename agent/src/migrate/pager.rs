@@ -209,6 +209,7 @@ pub fn start(
         map_known: false,
         stats: handle.stats.clone(),
         failing_since: None,
+        installing: Vec::new(),
     };
     spawn(p, format!("pager-{}", spec.pid))?;
     Ok(handle)
@@ -259,6 +260,10 @@ struct Pager {
     map_known: bool,
     stats: Arc<PagerStats>,
     failing_since: Option<Instant>,
+    /// `(start, end)` of pages that arrived (`Present` in `pc`) but are not
+    /// installed yet: a fork while they are copied in leaves the child
+    /// without them.
+    installing: Vec<(u64, u64)>,
 }
 
 impl Pager {
@@ -462,6 +467,20 @@ impl Pager {
         }
     }
 
+    /// The child's page state: the parent's, except that pages marked
+    /// arrived but not installed yet (the fork interrupted their copy) are
+    /// missing in the child too, so still to fetch from the origin.
+    fn child_pages(&self) -> Postcopy {
+        let mut pc = self.pc.fork_child();
+        for &(start, end) in &self.installing {
+            pc.on_discard(start, end);
+            if let Err(e) = pc.mark_at_origin(start, end) {
+                debug!(start, end, "child page state: {e}");
+            }
+        }
+        pc
+    }
+
     /// Serves a child the process forked with its own pager: the child's
     /// missing pages are the parent's, still at the origin.
     fn fork_pager(&mut self, ufd: OwnedFd) -> Result<(), String> {
@@ -481,7 +500,7 @@ impl Pager {
             next_req: 1,
             refetch: Vec::new(),
             last_connect: Instant::now(),
-            pc: self.pc.fork_child(),
+            pc: self.child_pages(),
             wake: Arc::new(EventFd::new().map_err(|e| format!("eventfd: {e}"))?),
             inflight: HashMap::new(),
             remaps: self.remaps.clone(),
@@ -491,6 +510,7 @@ impl Pager {
             map_known: true,
             stats: self.stats.clone(),
             failing_since: None,
+            installing: Vec::new(),
         };
         info!(
             pid = self.spec.pid,
@@ -579,10 +599,18 @@ impl Pager {
                 return;
             }
         };
+        // Installed in order; a fork handled meanwhile (install reads the
+        // events when the copy meets a changing map) sees what is left.
+        self.installing = runs
+            .iter()
+            .rev()
+            .map(|r| (r.start, r.start + r.bytes()))
+            .collect();
         for run in runs {
             let off = (run.start - range.start) as usize;
             let bytes = &data[off..off + run.bytes() as usize];
             self.install(run.start, bytes);
+            self.installing.pop();
         }
     }
 
