@@ -244,6 +244,50 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(PeerMessage, usize)>, WireErro
     Ok(Some((msg, 4 + len)))
 }
 
+/// A decoded frame whose page data stays in the caller's buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRef<'a> {
+    PageData {
+        req_id: u64,
+        addr: u64,
+        data: &'a [u8],
+    },
+    Other(PeerMessage),
+}
+
+/// [`decode_frame`] without copying `PageData` payloads (megabytes per
+/// frame during a background transfer).
+pub fn decode_frame_ref(buf: &[u8]) -> Result<Option<(FrameRef<'_>, usize)>, WireError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLong(len));
+    }
+    if len < 2 {
+        return Err(WireError::Short);
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    if body[0] == WIRE_VERSION && body[1] == KIND_PAGE_DATA {
+        let mut r = Reader { buf: &body[2..] };
+        let req_id = r.u64()?;
+        let addr = r.u64()?;
+        let n = r.u32()? as usize;
+        if !n.is_multiple_of(PAGE_SIZE) || n > MAX_PAGE_DATA {
+            return Err(WireError::PageData(n));
+        }
+        let data = r.take(n)?;
+        if !r.buf.is_empty() {
+            return Err(WireError::Trailing(r.buf.len()));
+        }
+        return Ok(Some((FrameRef::PageData { req_id, addr, data }, 4 + len)));
+    }
+    Ok(Some((FrameRef::Other(decode_body(body)?), 4 + len)))
+}
+
 /// Length of the frame starting at `buf`, once its header is there; lets a
 /// reader size its buffer before decoding.
 pub fn frame_len(header: [u8; 4]) -> Result<usize, WireError> {
@@ -502,6 +546,39 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_decoding_agrees_with_owned() {
+        for m in samples() {
+            let f = encode_frame(&m);
+            let (r, n) = decode_frame_ref(&f).unwrap().unwrap();
+            assert_eq!(n, f.len());
+            match (r, &m) {
+                (
+                    FrameRef::PageData { req_id, addr, data },
+                    PeerMessage::PageData {
+                        req_id: q,
+                        addr: a,
+                        data: d,
+                    },
+                ) => {
+                    assert_eq!((req_id, addr, data), (*q, *a, d.as_slice()));
+                }
+                (FrameRef::Other(o), m) => assert_eq!(&o, m),
+                (r, m) => panic!("{r:?} decoded from {m:?}"),
+            }
+            for cut in 0..f.len() {
+                assert_eq!(decode_frame_ref(&f[..cut]).unwrap(), None);
+            }
+        }
+        let mut bad = encode_frame(&PeerMessage::PageData {
+            req_id: 1,
+            addr: 0,
+            data: vec![0; PAGE_SIZE],
+        });
+        bad[25] = 1; // length field no longer whole pages
+        assert!(decode_frame_ref(&bad).is_err());
+    }
+
+    #[test]
     fn partial_frames_need_more() {
         for m in samples() {
             let f = encode_frame(&m);
@@ -581,6 +658,9 @@ mod tests {
                 buf[at] = next() as u8;
             }
             if let Ok(Some((_, n))) = decode_frame(&buf) {
+                assert!(n <= buf.len());
+            }
+            if let Ok(Some((_, n))) = decode_frame_ref(&buf) {
                 assert!(n <= buf.len());
             }
         }

@@ -6,7 +6,8 @@
 
 use crate::peers::Peers;
 use popcorn_proto::wire::{
-    decode_frame, encode_frame, page_data_header, PeerMessage, MAX_PAGE_DATA, PAGE_SIZE,
+    decode_frame, decode_frame_ref, encode_frame, page_data_header, FrameRef, PeerMessage,
+    MAX_PAGE_DATA, PAGE_SIZE,
 };
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{self, Read, Write};
@@ -76,9 +77,10 @@ impl PageChannel {
         Ok(())
     }
 
-    /// Reads what the socket has (call when it is readable) and returns the
-    /// complete frames received. An error means the channel is gone.
-    pub fn receive(&mut self) -> io::Result<Vec<PeerMessage>> {
+    /// Reads what the socket has (call when it is readable) and hands each
+    /// complete frame to `on_frame`, page data borrowed from the receive
+    /// buffer. An error means the channel is gone.
+    pub fn receive(&mut self, mut on_frame: impl FnMut(FrameRef<'_>)) -> io::Result<()> {
         loop {
             // One big read per syscall: rustls reads at most 4 KiB at a time,
             // so it is fed from this buffer instead of the socket.
@@ -103,16 +105,15 @@ impl PageChannel {
                 drain_plaintext(self.conn.reader(), &mut self.inbuf)?;
             }
         }
-        let mut out = Vec::new();
         let mut at = 0;
-        while let Some((msg, n)) = decode_frame(&self.inbuf[at..])
+        while let Some((frame, n)) = decode_frame_ref(&self.inbuf[at..])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
         {
-            out.push(msg);
+            on_frame(frame);
             at += n;
         }
         self.inbuf.drain(..at);
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -158,29 +159,37 @@ pub fn serve(
 ) {
     info!(peer, pid, "page channel open");
     let mut chunk = vec![0u8; 64 * 1024];
+    // Pages are read into one reused buffer and written straight from it.
+    let mut pages_buf = Vec::new();
     let end = loop {
         let mut at = 0;
-        let mut replies = Vec::new();
-        loop {
+        let mut written = Ok(());
+        while written.is_ok() {
             match decode_frame(&pending[at..]) {
                 Ok(Some((msg, n))) => {
                     at += n;
-                    replies.push(match msg {
-                        PeerMessage::PageRequest {
-                            req_id,
-                            pid: p,
-                            addr,
-                            pages,
-                        } if p == pid => serve_pages(peers, peer, req_id, pid, addr, pages),
-                        PeerMessage::PageRequest { req_id, pid: p, .. } => PeerMessage::PageError {
-                            req_id,
-                            message: format!("this channel serves process {pid}, not {p}"),
-                        },
-                        other => {
-                            debug!(peer, "unexpected frame on a page channel: {other:?}");
-                            continue;
-                        }
-                    });
+                    let PeerMessage::PageRequest {
+                        req_id,
+                        pid: p,
+                        addr,
+                        pages,
+                    } = msg
+                    else {
+                        debug!(peer, "unexpected frame on a page channel: {msg:?}");
+                        continue;
+                    };
+                    let read = if p == pid {
+                        read_pages(peers, peer, pid, addr, pages, &mut pages_buf)
+                    } else {
+                        Err(format!("this channel serves process {pid}, not {p}"))
+                    };
+                    written = match read {
+                        Ok(len) => stream
+                            .write_all(&page_data_header(req_id, addr, len))
+                            .and_then(|()| stream.write_all(&pages_buf[..len])),
+                        Err(message) => stream
+                            .write_all(&encode_frame(&PeerMessage::PageError { req_id, message })),
+                    };
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -192,18 +201,7 @@ pub fn serve(
             }
         }
         pending.drain(..at);
-        let written = replies
-            .iter()
-            .try_for_each(|r| match r {
-                // Header, then the pages straight from the read buffer.
-                PeerMessage::PageData { req_id, addr, data } => {
-                    stream.write_all(&page_data_header(*req_id, *addr, data.len()))?;
-                    stream.write_all(data)
-                }
-                other => stream.write_all(&encode_frame(other)),
-            })
-            .and_then(|()| stream.flush());
-        if let Err(e) = written {
+        if let Err(e) = written.and_then(|()| stream.flush()) {
             break e;
         }
         spin_until_readable(&mut stream);
@@ -245,38 +243,33 @@ fn spin_until_readable(stream: &mut StreamOwned<ServerConnection, TcpStream>) {
     }
 }
 
-/// Reads the pages of a request, only for a process exported to `peer`.
-pub fn serve_pages(
+/// Reads the pages of a request into `buf`, only for a process exported
+/// to `peer`; returns how many bytes.
+fn read_pages(
     peers: &Peers,
     peer: &str,
-    req_id: u64,
     pid: i32,
     addr: u64,
     pages: u32,
-) -> PeerMessage {
+    buf: &mut Vec<u8>,
+) -> Result<usize, String> {
     let len = pages as usize * PAGE_SIZE;
     if !peers.exported(peer, pid) {
-        return PeerMessage::PageError {
-            req_id,
-            message: format!("process {pid} is not being migrated to '{peer}'"),
-        };
+        return Err(format!("process {pid} is not being migrated to '{peer}'"));
     }
     if len == 0 || len > MAX_PAGE_DATA || !addr.is_multiple_of(PAGE_SIZE as u64) {
-        return PeerMessage::PageError {
-            req_id,
-            message: format!("bad page request: {pages} pages at {addr:#x}"),
-        };
+        return Err(format!("bad page request: {pages} pages at {addr:#x}"));
     }
-    let mut data = vec![0u8; len];
-    match popcorn_checkpoint::read_memory(pid, addr, &mut data) {
-        Ok(n) if n == len => PeerMessage::PageData { req_id, addr, data },
-        Ok(n) => PeerMessage::PageError {
-            req_id,
-            message: format!("process {pid}: only {n} of {len} bytes readable at {addr:#x}"),
-        },
-        Err(e) => PeerMessage::PageError {
-            req_id,
-            message: format!("process {pid}: reading {len} bytes at {addr:#x}: {e}"),
-        },
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    match popcorn_checkpoint::read_memory(pid, addr, &mut buf[..len]) {
+        Ok(n) if n == len => Ok(len),
+        Ok(n) => Err(format!(
+            "process {pid}: only {n} of {len} bytes readable at {addr:#x}"
+        )),
+        Err(e) => Err(format!(
+            "process {pid}: reading {len} bytes at {addr:#x}: {e}"
+        )),
     }
 }

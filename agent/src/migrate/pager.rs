@@ -14,7 +14,7 @@ use crate::sys::{self, EventFd};
 use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
 use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
-use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
+use popcorn_proto::wire::{FrameRef, PeerMessage, MAX_PAGE_DATA};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -364,16 +364,31 @@ impl Pager {
 
     /// Replies on the channel; a broken channel puts its requests back.
     fn receive(&mut self) {
-        let Some(ch) = self.channel.as_mut() else {
+        let Some(mut ch) = self.channel.take() else {
             return;
         };
-        match ch.receive() {
-            Ok(msgs) => {
-                for m in msgs {
-                    self.arrived(m);
-                }
+        match ch.receive(|frame| match frame {
+            FrameRef::PageData { req_id, data, .. } => self.arrived(req_id, Ok(data)),
+            FrameRef::Other(PeerMessage::PageError { req_id, message }) => {
+                self.arrived(req_id, Err(message))
+            }
+            FrameRef::Other(other) => debug!("unexpected frame on a page channel: {other:?}"),
+        }) {
+            Ok(()) => {
+                self.channel = Some(ch);
+                // Faults read while the channel was lent out wait here.
+                self.request_refetch();
             }
             Err(e) => self.channel_lost(&e.to_string()),
+        }
+    }
+
+    /// Asks again for the fault fetches that could not be sent.
+    fn request_refetch(&mut self) {
+        for r in std::mem::take(&mut self.refetch) {
+            if let Ok(Action::Fetch(r)) = self.pc.on_fault(r.start) {
+                self.request(r, false);
+            }
         }
     }
 
@@ -398,11 +413,7 @@ impl Pager {
             Ok(ch) => {
                 info!(pid = self.spec.pid, origin = %self.spec.origin, "page channel reopened");
                 self.channel = Some(ch);
-                for r in std::mem::take(&mut self.refetch) {
-                    if let Ok(Action::Fetch(r)) = self.pc.on_fault(r.start) {
-                        self.request(r, false);
-                    }
-                }
+                self.request_refetch();
             }
             Err(e) => debug!(pid = self.spec.pid, "reopening the page channel: {e}"),
         }
@@ -560,12 +571,7 @@ impl Pager {
         }
     }
 
-    fn arrived(&mut self, msg: PeerMessage) {
-        let (req_id, data) = match msg {
-            PeerMessage::PageData { req_id, data, .. } => (req_id, Ok(data)),
-            PeerMessage::PageError { req_id, message } => (req_id, Err(message)),
-            _ => return,
-        };
+    fn arrived(&mut self, req_id: u64, data: Result<&[u8], String>) {
         let Some((range, _)) = self.inflight.remove(&req_id) else {
             return;
         };
@@ -743,18 +749,21 @@ pub fn fetch_now(
         }
         sys::poll_readable(&[ch.as_fd()], Some(Duration::from_millis(100)))
             .map_err(|e| format!("poll: {e}"))?;
-        for m in ch.receive().map_err(|e| format!("page channel: {e}"))? {
-            match m {
-                PeerMessage::PageData { req_id, data, .. } => {
-                    if let Some(addr) = asked.remove(&req_id) {
-                        out.push((addr, data));
-                    }
+        let mut failed = None;
+        ch.receive(|frame| match frame {
+            FrameRef::PageData { req_id, data, .. } => {
+                if let Some(addr) = asked.remove(&req_id) {
+                    out.push((addr, data.to_vec()));
                 }
-                PeerMessage::PageError { message, .. } => {
-                    return Err(format!("fetching memory: {message}"))
-                }
-                _ => {}
             }
+            FrameRef::Other(PeerMessage::PageError { message, .. }) => {
+                failed = Some(format!("fetching memory: {message}"));
+            }
+            FrameRef::Other(_) => {}
+        })
+        .map_err(|e| format!("page channel: {e}"))?;
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(out)
