@@ -46,9 +46,9 @@ impl TlsIdentity {
         // AES-128-GCM first: as safe for this use and cheaper per byte than
         // the default AES-256 (pages stream through these links).
         let mut provider = rustls::crypto::ring::default_provider();
-        provider.cipher_suites.sort_by_key(|s| {
-            s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-        });
+        provider
+            .cipher_suites
+            .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
         let provider = Arc::new(provider);
         let mut roots = RootCertStore::empty();
         for ca in read_certs(&config.ca_cert_path())? {
