@@ -227,6 +227,14 @@ pub fn encode_frame(msg: &PeerMessage) -> Vec<u8> {
 /// Decodes the first frame in `buf`. `Ok(None)` means more bytes are needed;
 /// `Ok(Some((msg, n)))` consumed `n` bytes.
 pub fn decode_frame(buf: &[u8]) -> Result<Option<(PeerMessage, usize)>, WireError> {
+    let Some(body) = frame_body(buf)? else {
+        return Ok(None);
+    };
+    Ok(Some((decode_body(body)?, 4 + body.len())))
+}
+
+/// The body of the first frame in `buf`, once all of it is there.
+fn frame_body(buf: &[u8]) -> Result<Option<&[u8]>, WireError> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };
@@ -240,8 +248,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(PeerMessage, usize)>, WireErro
     let Some(body) = buf.get(4..4 + len) else {
         return Ok(None);
     };
-    let msg = decode_body(body)?;
-    Ok(Some((msg, 4 + len)))
+    Ok(Some(body))
 }
 
 /// A decoded frame whose page data stays in the caller's buffer.
@@ -258,19 +265,10 @@ pub enum FrameRef<'a> {
 /// [`decode_frame`] without copying `PageData` payloads (megabytes per
 /// frame during a background transfer).
 pub fn decode_frame_ref(buf: &[u8]) -> Result<Option<(FrameRef<'_>, usize)>, WireError> {
-    let Some(len) = buf.get(..4) else {
+    let Some(body) = frame_body(buf)? else {
         return Ok(None);
     };
-    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLong(len));
-    }
-    if len < 2 {
-        return Err(WireError::Short);
-    }
-    let Some(body) = buf.get(4..4 + len) else {
-        return Ok(None);
-    };
+    let len = body.len();
     if body[0] == WIRE_VERSION && body[1] == KIND_PAGE_DATA {
         let mut r = Reader { buf: &body[2..] };
         let req_id = r.u64()?;
