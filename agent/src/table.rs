@@ -23,6 +23,25 @@ pub struct Managed {
     relayed: bool,
 }
 
+impl Managed {
+    fn new(
+        info: ProcessInfo,
+        handle: Handle,
+        pidfd: OwnedFd,
+        relayed: bool,
+    ) -> (Managed, watch::Receiver<Option<ExitStatus>>) {
+        let (exit_tx, rx) = watch::channel(None);
+        let entry = Managed {
+            info,
+            handle,
+            pidfd: Arc::new(pidfd),
+            exit_tx,
+            relayed,
+        };
+        (entry, rx)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     managed: BTreeMap<i32, Managed>,
@@ -51,19 +70,10 @@ impl ProcessTable {
         handle: Handle,
         pidfd: OwnedFd,
     ) -> watch::Receiver<Option<ExitStatus>> {
-        let (exit_tx, rx) = watch::channel(None);
+        let (entry, rx) = Managed::new(info, handle, pidfd, false);
         let mut inner = self.lock();
-        inner.exited_order.retain(|&p| p != info.pid);
-        inner.managed.insert(
-            info.pid,
-            Managed {
-                info,
-                handle,
-                pidfd: Arc::new(pidfd),
-                exit_tx,
-                relayed: false,
-            },
-        );
+        inner.exited_order.retain(|&p| p != entry.info.pid);
+        inner.managed.insert(entry.info.pid, entry);
         rx
     }
 
@@ -86,17 +96,8 @@ impl ProcessTable {
                 m.relayed = true;
             }
             None => {
-                let (exit_tx, _) = watch::channel(None);
-                inner.managed.insert(
-                    info.pid,
-                    Managed {
-                        info,
-                        handle,
-                        pidfd: Arc::new(pidfd),
-                        exit_tx,
-                        relayed: true,
-                    },
-                );
+                let (entry, _) = Managed::new(info, handle, pidfd, true);
+                inner.managed.insert(entry.info.pid, entry);
             }
         }
     }
