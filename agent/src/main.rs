@@ -8,6 +8,7 @@ mod init;
 mod migrate;
 mod peers;
 mod supervisor;
+mod sync;
 mod sys;
 mod table;
 mod tls;

@@ -9,6 +9,7 @@
 //! (many in flight; served here from processes exported to that peer),
 //! notices and relayed stdio, which go to the agent's [`Inbound`] queue.
 
+use crate::sync::lock;
 use crate::tls::{check_peer_name, server_name, TlsIdentity};
 use anyhow::{anyhow, bail, Context, Result};
 use popcorn_proto::config::{ClusterConfig, NodeConfig};
@@ -72,7 +73,7 @@ struct Link {
 
 impl Link {
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pending)
     }
 }
 
@@ -126,11 +127,7 @@ impl Peers {
     }
 
     fn link(&self, peer: &str) -> Option<Arc<Link>> {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(peer)
-            .cloned()
+        lock(&self.links).get(peer).cloned()
     }
 
     fn link_or_err(&self, peer: &str) -> Result<Arc<Link>, String> {
@@ -233,24 +230,15 @@ impl Peers {
 
     /// Lets `peer` read the memory of (frozen) process `pid`.
     pub fn export(&self, peer: &str, pid: i32) {
-        self.exports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((peer.to_owned(), pid));
+        lock(&self.exports).insert((peer.to_owned(), pid));
     }
 
     pub fn unexport(&self, peer: &str, pid: i32) {
-        self.exports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(peer.to_owned(), pid));
+        lock(&self.exports).remove(&(peer.to_owned(), pid));
     }
 
     pub fn exported(&self, peer: &str, pid: i32) -> bool {
-        self.exports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(peer.to_owned(), pid))
+        lock(&self.exports).contains(&(peer.to_owned(), pid))
     }
 
     fn attach_link(&self, peer: &str, id: u64, out: mpsc::Sender<PeerMessage>) -> Arc<Link> {
@@ -259,11 +247,7 @@ impl Peers {
             out,
             pending: Mutex::new(HashMap::new()),
         });
-        let old = self
-            .links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer.to_owned(), link.clone());
+        let old = lock(&self.links).insert(peer.to_owned(), link.clone());
         if let Some(old) = old {
             fail_all(&old, peer);
         }
@@ -272,7 +256,7 @@ impl Peers {
 
     fn detach_link(&self, peer: &str, link: &Arc<Link>) {
         {
-            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            let mut links = lock(&self.links);
             if links.get(peer).is_some_and(|l| l.id == link.id) {
                 links.remove(peer);
             }
@@ -281,7 +265,7 @@ impl Peers {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PeerState>> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.table)
     }
 
     fn now_ns(&self) -> u64 {

@@ -60,7 +60,7 @@ pub struct ProcessTable {
 
 impl ProcessTable {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// Records a launched process.

@@ -230,13 +230,8 @@ fn spin_until_readable(stream: &mut StreamOwned<ServerConnection, TcpStream>) {
     }
     let until = std::time::Instant::now() + SPIN;
     while std::time::Instant::now() < until {
-        let mut p = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&stream.sock),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no waiting.
-        if unsafe { libc::poll(&mut p, 1, 0) } > 0 {
+        let ready = crate::sys::poll_readable(&[stream.sock.as_fd()], Some(Duration::ZERO));
+        if ready.map_or(true, |r| r[0]) {
             return;
         }
         std::hint::spin_loop();

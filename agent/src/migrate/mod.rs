@@ -18,13 +18,14 @@ pub mod relay;
 pub mod timers;
 
 use crate::peers::{Inbound, Peers};
+use crate::sync::lock;
 use crate::table::ProcessTable;
 use popcorn_checkpoint::ProcessState;
 use popcorn_proto::control::{ExitStatus, MigrationReport};
 use popcorn_proto::wire::PeerMessage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -170,10 +171,6 @@ pub struct Migrations {
     /// Processes migrated from here: where they went (for late stdin) and
     /// the frozen copy serving their pages.
     moved: Mutex<HashMap<i32, outgoing::Departed>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Migrations {

@@ -10,6 +10,7 @@
 use super::channel::PageChannel;
 use super::PopulatedVma;
 use crate::peers::Peers;
+use crate::sync::lock;
 use crate::sys::{self, EventFd};
 use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
 use popcorn_dsm::uffd::{Event, Uffd, UffdError};
@@ -118,11 +119,7 @@ type OnDone = Box<dyn FnOnce(bool) + Send>;
 impl Family {
     fn finished(&self) {
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let done = self
-                .on_done
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            let done = lock(&self.on_done).take();
             if let Some(f) = done {
                 f(!self.aborted.load(Ordering::Relaxed));
             }
@@ -542,19 +539,13 @@ impl Pager {
     }
 
     fn request(&mut self, r: PageRange, push: bool) {
-        let mut start = r.start;
-        let mut left = r.pages;
-        while left > 0 {
-            let n = left.min(MAX_REQUEST_PAGES);
-            let part = PageRange { start, pages: n };
-            start += n * PAGE_SIZE;
-            left -= n;
+        for part in requests(r) {
             let req_id = self.next_req;
             let msg = PeerMessage::PageRequest {
                 req_id,
                 pid: self.spec.pid,
                 addr: self.origin_addr(part.start),
-                pages: n as u32,
+                pages: part.pages as u32,
             };
             let Some(ch) = self.channel.as_mut() else {
                 let _ = self.pc.on_fetch_failed(part);
@@ -716,6 +707,16 @@ impl Pager {
     }
 }
 
+/// `r` cut into requests of at most [`MAX_REQUEST_PAGES`].
+fn requests(r: PageRange) -> impl Iterator<Item = PageRange> {
+    (0..r.pages)
+        .step_by(MAX_REQUEST_PAGES as usize)
+        .map(move |i| PageRange {
+            start: r.start + i * PAGE_SIZE,
+            pages: (r.pages - i).min(MAX_REQUEST_PAGES),
+        })
+}
+
 /// Fetches `ranges` (`(start, len)`) of `pid` over `ch` and returns their
 /// bytes, for the few pages that must be in place before the worker runs.
 pub fn fetch_now(
@@ -726,19 +727,20 @@ pub fn fetch_now(
     let mut asked = HashMap::new();
     let mut req_id = 0u64;
     for &(start, len) in ranges {
-        let mut off = 0;
-        while off < len {
-            let n = (len - off).min(MAX_REQUEST_PAGES * PAGE_SIZE);
+        let whole = PageRange {
+            start,
+            pages: len / PAGE_SIZE,
+        };
+        for part in requests(whole) {
             req_id += 1;
             let msg = PeerMessage::PageRequest {
                 req_id,
                 pid,
-                addr: start + off,
-                pages: (n / PAGE_SIZE) as u32,
+                addr: part.start,
+                pages: part.pages as u32,
             };
             ch.send(&msg).map_err(|e| format!("page channel: {e}"))?;
-            asked.insert(req_id, start + off);
-            off += n;
+            asked.insert(req_id, part.start);
         }
     }
     let deadline = Instant::now() + super::CALL_TIMEOUT;
@@ -767,4 +769,26 @@ pub fn fetch_now(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_cut_into_bounded_requests() {
+        let r = |start, pages| PageRange { start, pages };
+        assert_eq!(requests(r(0x1000, 0)).count(), 0);
+        assert_eq!(requests(r(0x1000, 3)).collect::<Vec<_>>(), [r(0x1000, 3)]);
+        let m = MAX_REQUEST_PAGES;
+        let parts: Vec<_> = requests(r(0x1000, 2 * m + 5)).collect();
+        assert_eq!(
+            parts,
+            [
+                r(0x1000, m),
+                r(0x1000 + m * PAGE_SIZE, m),
+                r(0x1000 + 2 * m * PAGE_SIZE, 5)
+            ]
+        );
+    }
 }

@@ -10,7 +10,7 @@ use popcorn_proto::control::ExitStatus;
 use popcorn_proto::wire::{PeerMessage, MAX_BODY};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -52,17 +52,6 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
             return Err(e);
         }
     }
-}
-
-/// Waits up to `ms` for `fd` to be readable (or hung up).
-fn readable(fd: RawFd, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 enum HubEvent {
@@ -114,7 +103,11 @@ impl Hub {
                 let mut buf = vec![0u8; CHUNK];
                 let mut offset = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if !readable(fd, 200) {
+                    let ready = crate::sys::poll_readable(
+                        &[stdin.as_fd()],
+                        Some(Duration::from_millis(200)),
+                    );
+                    if !ready.is_ok_and(|r| r[0]) {
                         continue;
                     }
                     let data = match read_fd(fd, &mut buf) {
