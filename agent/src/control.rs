@@ -134,6 +134,7 @@ async fn handle_conn(stream: UnixStream, agent: Arc<Agent>) -> io::Result<()> {
         Request::Ps => Reply::Ps {
             processes: agent.table.list(&agent.node),
         },
+        Request::Top => error("`top` is not served yet"),
         Request::Run(run) => return handle_run(conn, agent, caller, run).await,
         Request::Signal { .. } => error("`signal` is only valid on a `run` connection"),
         Request::Kill { pid, signal } => match check_access(&agent, caller, pid, "signal") {

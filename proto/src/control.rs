@@ -18,6 +18,8 @@ pub enum Request {
     Nodes,
     /// Processes managed by this agent.
     Ps,
+    /// Live figures of every node and process of the cluster.
+    Top,
     /// Start a program; stdio fds ride along with this line.
     Run(RunRequest),
     /// Forward a signal to the program started on this connection.
@@ -68,6 +70,7 @@ pub enum Reply {
     Thawed { pid: i32 },
     Inspect { state: serde_json::Value },
     Migrated(MigrationReport),
+    Cluster(crate::monitor::ClusterView),
     Done,
 }
 
@@ -206,6 +209,7 @@ mod tests {
         let reqs = [
             Request::Nodes,
             Request::Ps,
+            Request::Top,
             Request::Run(RunRequest {
                 program: "/bin/echo".into(),
                 argv: vec!["echo".into(), "hi".into()],
