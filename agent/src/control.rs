@@ -3,14 +3,17 @@
 //! process may act on it.
 
 use crate::migrate::Migrations;
+use crate::monitor::Monitor;
 use crate::peers::Peers;
 use crate::supervisor::{self, Launch};
 use crate::table::ProcessTable;
 use popcorn_proto::config::ClusterConfig;
 use popcorn_proto::control::{
-    decode_line, encode_line, ProcessInfo, ProcessStateKind, Reply, Request, RunRequest, MAX_LINE,
+    decode_line, encode_line, Health, ProcessInfo, ProcessStateKind, Reply, Request, RunRequest,
+    MAX_LINE,
 };
 use popcorn_proto::fdpass::recv_with_fds;
+use popcorn_proto::monitor::{ClusterView, NodeView};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -25,6 +28,7 @@ pub struct Agent {
     pub peers: Arc<Peers>,
     pub table: Arc<ProcessTable>,
     pub migrations: Arc<Migrations>,
+    pub monitor: Arc<Monitor>,
 }
 
 /// Accepts control connections forever.
@@ -96,6 +100,33 @@ struct Caller {
     gid: u32,
 }
 
+/// Every node's figures: this one's, and those of the peers whose link is
+/// up, asked in parallel.
+async fn cluster_view(agent: &Arc<Agent>) -> ClusterView {
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, status) in agent.peers.status().into_iter().enumerate() {
+        let agent = agent.clone();
+        asks.spawn(async move {
+            let report = match status.health {
+                Health::Local => Some(agent.monitor.report()),
+                Health::Up => match agent.migrations.node_report(&status.name).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        debug!(node = %status.name, "figures of a peer: {e}");
+                        None
+                    }
+                },
+                Health::Down => None,
+            };
+            (i, NodeView { status, report })
+        });
+    }
+    let mut nodes = asks.join_all().await;
+    nodes.sort_by_key(|(i, _)| *i);
+    let nodes = nodes.into_iter().map(|(_, v)| v).collect();
+    ClusterView::merge(&agent.node, crate::monitor::unix_ms(), nodes)
+}
+
 fn error(message: impl Into<String>) -> Reply {
     Reply::Error {
         message: message.into(),
@@ -134,7 +165,7 @@ async fn handle_conn(stream: UnixStream, agent: Arc<Agent>) -> io::Result<()> {
         Request::Ps => Reply::Ps {
             processes: agent.table.list(&agent.node),
         },
-        Request::Top => error("`top` is not served yet"),
+        Request::Top => Reply::Cluster(cluster_view(&agent).await),
         Request::Run(run) => return handle_run(conn, agent, caller, run).await,
         Request::Signal { .. } => error("`signal` is only valid on a `run` connection"),
         Request::Kill { pid, signal } => match check_access(&agent, caller, pid, "signal") {
@@ -316,6 +347,7 @@ async fn handle_run(
         exit: None,
     };
     let mut exit = agent.table.insert(info, handle, pidfd);
+    agent.monitor.manage(pid);
     registered.done();
     conn.send(&Reply::Started { pid }).await?;
     let mut client_gone = false;

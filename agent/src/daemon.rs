@@ -3,6 +3,7 @@
 
 use crate::control::{self, Agent};
 use crate::migrate::Migrations;
+use crate::monitor::{prometheus, Monitor};
 use crate::peers::{self, Peers};
 use crate::table::ProcessTable;
 use crate::tls::TlsIdentity;
@@ -41,7 +42,19 @@ pub fn run(config_path: Option<&Path>, node: Option<&str>) -> Result<()> {
         let (exits_tx, exits_rx) = tokio::sync::mpsc::unbounded_channel();
         peers.set_inbox(inbox_tx);
         table.set_exit_sink(exits_tx);
-        let migrations = Migrations::new(me.name.clone(), peers.clone(), table.clone());
+        let monitor = Monitor::start(
+            me.name.clone(),
+            me.isa,
+            config.cluster.tracing,
+            table.clone(),
+            peers.clone(),
+        );
+        let migrations = Migrations::new(
+            me.name.clone(),
+            peers.clone(),
+            table.clone(),
+            monitor.clone(),
+        );
         migrations.start(inbox_rx, exits_rx);
         if let Some(tls) = tls {
             peers::start(peers.clone(), tls, me.address).await?;
@@ -52,7 +65,12 @@ pub fn run(config_path: Option<&Path>, node: Option<&str>) -> Result<()> {
             peers,
             table,
             migrations,
+            monitor: monitor.clone(),
         });
+        if config.cluster.metrics_port != 0 {
+            let addr = std::net::SocketAddr::new(me.address.ip(), config.cluster.metrics_port);
+            prometheus::start(addr, monitor, agent.peers.clone()).await;
+        }
         info!(node = %me.name, cluster = %config.cluster.name, socket = %socket.display(), "agent started");
         let server = tokio::spawn(control::serve(listener, agent));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -6,12 +6,14 @@ mod control;
 mod daemon;
 mod init;
 mod migrate;
+mod monitor;
 mod peers;
 mod supervisor;
 mod sync;
 mod sys;
 mod table;
 mod tls;
+mod traffic;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -11,6 +11,7 @@
 
 use crate::sync::lock;
 use crate::tls::{check_peer_name, server_name, TlsIdentity};
+use crate::traffic::Traffic;
 use anyhow::{anyhow, bail, Context, Result};
 use popcorn_proto::config::{ClusterConfig, NodeConfig};
 use popcorn_proto::control::{Health, NodeStatus};
@@ -91,6 +92,8 @@ pub struct Peers {
     tls_client: OnceLock<Arc<rustls::ClientConfig>>,
     /// `(peer, pid)`: processes whose memory `peer` may read (post-copy).
     exports: Mutex<HashSet<(String, i32)>>,
+    /// Pages carried over the page channels, per process.
+    pub traffic: Traffic,
 }
 
 impl Peers {
@@ -118,6 +121,7 @@ impl Peers {
             inbox: OnceLock::new(),
             tls_client: OnceLock::new(),
             exports: Mutex::new(HashSet::new()),
+            traffic: Traffic::default(),
         }
     }
 
@@ -699,6 +703,8 @@ mod tests {
                 run_dir: PathBuf::from("/nonexistent"),
                 this: None,
                 heartbeat_ms: 100,
+                tracing: true,
+                metrics_port: popcorn_proto::config::DEFAULT_METRICS_PORT,
             },
             nodes: vec![node("a", 1), node("b", 2), node("c", 3)],
         })

@@ -115,6 +115,24 @@ pub struct ClusterSection {
     pub this: Option<String>,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// Trace managed processes with eBPF (CPU, faults, fork/exit).
+    #[serde(default = "default_tracing")]
+    pub tracing: bool,
+    /// TCP port, on each node's address, of the Prometheus metrics
+    /// endpoint; 0 turns it off.
+    #[serde(default = "default_metrics_port")]
+    pub metrics_port: u16,
+}
+
+fn default_tracing() -> bool {
+    true
+}
+
+/// The usual port of a Prometheus exporter that has no registered one.
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+fn default_metrics_port() -> u16 {
+    DEFAULT_METRICS_PORT
 }
 
 fn default_run_dir() -> PathBuf {
@@ -166,6 +184,8 @@ impl ClusterConfig {
                 run_dir: default_run_dir(),
                 this: Some(SOLO_NODE.to_owned()),
                 heartbeat_ms: default_heartbeat_ms(),
+                tracing: default_tracing(),
+                metrics_port: default_metrics_port(),
             },
             nodes: vec![NodeConfig {
                 name: SOLO_NODE.to_owned(),

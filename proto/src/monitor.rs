@@ -16,6 +16,22 @@ pub struct TracingStatus {
     pub reason: Option<String>,
 }
 
+impl TracingStatus {
+    pub fn on() -> TracingStatus {
+        TracingStatus {
+            enabled: true,
+            reason: None,
+        }
+    }
+
+    pub fn off(reason: &str) -> TracingStatus {
+        TracingStatus {
+            enabled: false,
+            reason: Some(reason.to_owned()),
+        }
+    }
+}
+
 /// Figures of one thread.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThreadFigures {
@@ -106,10 +122,25 @@ pub struct NodeReport {
     /// Every process in this agent's table (as `popcorn ps` on this node),
     /// with figures for those running here.
     pub processes: Vec<ProcessFigures>,
+    /// DSM traffic of every process this node carried pages for (also
+    /// ones that left it and those its table does not hold).
+    pub traffic: Vec<ProcessTraffic>,
     /// DSM traffic of this node (sum over processes, including ones gone).
     pub dsm: DsmFigures,
+    /// Migrations that left this node since the agent started.
+    pub migrations_total: u64,
+    /// Sum of their downtimes, microseconds.
+    pub migration_downtime_us_total: u64,
     /// Recent migrations that left this node, oldest first.
     pub migrations: Vec<MigrationEvent>,
+}
+
+/// DSM traffic of one process on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessTraffic {
+    pub pid: i32,
+    #[serde(flatten)]
+    pub dsm: DsmFigures,
 }
 
 /// One node in the cluster view: its link as the answering agent sees it,
@@ -150,8 +181,10 @@ pub const VIEW_MIGRATIONS: usize = 32;
 
 impl ClusterView {
     /// Merges the reports of every node. A process reported by several
-    /// nodes appears once: the figures come from the node it runs on, its
-    /// placement and state from the most authoritative report.
+    /// nodes appears once: CPU and faults come from the node it runs on,
+    /// placement and state from the most authoritative report, DSM traffic
+    /// is the sum over every node (pages in where it runs, out where its
+    /// memory was).
     pub fn merge(node: &str, at_unix_ms: u64, nodes: Vec<NodeView>) -> ClusterView {
         let mut best: BTreeMap<i32, (u8, ProcessFigures)> = BTreeMap::new();
         let mut migrations = Vec::new();
@@ -180,6 +213,16 @@ impl ClusterView {
                 .find(|r| r.node == node)
                 .and_then(|r| r.processes.iter().find(|p| p.info.pid == pid))
         };
+        let traffic_of = |pid: i32| -> DsmFigures {
+            let mut sum = DsmFigures::default();
+            nodes
+                .iter()
+                .filter_map(|v| v.report.as_ref())
+                .flat_map(|r| r.traffic.iter())
+                .filter(|t| t.pid == pid)
+                .for_each(|t| sum.add(&t.dsm));
+            sum
+        };
         let processes = best
             .into_values()
             .map(|(_, mut p)| {
@@ -187,11 +230,11 @@ impl ClusterView {
                     if f.info.state != ProcessStateKind::Exited {
                         p.cpu_percent = f.cpu_percent;
                         p.faults_per_s = f.faults_per_s;
-                        p.dsm = f.dsm.clone();
                         p.thread_figures = f.thread_figures.clone();
                         p.info.threads = f.info.threads;
                     }
                 }
+                p.dsm = traffic_of(p.info.pid);
                 p
             })
             .collect();
@@ -267,13 +310,13 @@ mod tests {
                 node: node.into(),
                 isa: Isa::X86_64,
                 at_unix_ms: 0,
-                tracing: TracingStatus {
-                    enabled: true,
-                    reason: None,
-                },
+                tracing: TracingStatus::on(),
                 machine: MachineFigures::default(),
                 processes,
+                traffic: vec![],
                 dsm: DsmFigures::default(),
+                migrations_total: migrations.len() as u64,
+                migration_downtime_us_total: 0,
                 migrations,
             }),
         }
@@ -301,13 +344,23 @@ mod tests {
         );
         let mut hosted = figures(info(7, "a", "b", Running), 42.0);
         hosted.info.threads = 3;
-        let b = view("b", vec![hosted], vec![]);
+        let mut b = view("b", vec![hosted], vec![]);
+        let dsm = |pages_in, pages_out| DsmFigures {
+            pages_in,
+            pages_out,
+            ..Default::default()
+        };
+        let mut a = a;
+        for (v, d) in [(&mut a, dsm(0, 9)), (&mut b, dsm(9, 0))] {
+            v.report.as_mut().unwrap().traffic = vec![ProcessTraffic { pid: 7, dsm: d }];
+        }
         let v = ClusterView::merge("a", 10, vec![a, b]);
         assert_eq!(v.processes.len(), 1);
         let p = v.process(7).unwrap();
         assert_eq!(p.info.node, "b");
         assert_eq!(p.info.threads, 3);
         assert_eq!(p.cpu_percent, 42.0);
+        assert_eq!((p.dsm.pages_in, p.dsm.pages_out), (9, 9));
         assert_eq!(v.migrations, vec![migration(5, 7)]);
     }
 

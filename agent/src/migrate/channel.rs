@@ -13,6 +13,7 @@ use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tracing::{debug, info};
 
@@ -161,6 +162,7 @@ pub fn serve(
     let mut chunk = vec![0u8; 64 * 1024];
     // Pages are read into one reused buffer and written straight from it.
     let mut pages_buf = Vec::new();
+    let traffic = peers.traffic.of(pid);
     let end = loop {
         let mut at = 0;
         let mut written = Ok(());
@@ -184,9 +186,14 @@ pub fn serve(
                         Err(format!("this channel serves process {pid}, not {p}"))
                     };
                     written = match read {
-                        Ok(len) => stream
-                            .write_all(&page_data_header(req_id, addr, len))
-                            .and_then(|()| stream.write_all(&pages_buf[..len])),
+                        Ok(len) => {
+                            traffic
+                                .pages_out
+                                .fetch_add(u64::from(pages), Ordering::Relaxed);
+                            stream
+                                .write_all(&page_data_header(req_id, addr, len))
+                                .and_then(|()| stream.write_all(&pages_buf[..len]))
+                        }
                         Err(message) => stream
                             .write_all(&encode_frame(&PeerMessage::PageError { req_id, message })),
                     };

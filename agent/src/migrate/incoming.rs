@@ -287,6 +287,7 @@ impl Migrations {
         }
         lock(&self.moved).remove(&pid);
         self.table.insert_hosted(p.info, p.handle, p.pidfd);
+        self.monitor.manage(pid);
         p.commit.go();
         info!(pid, from, "resumed");
         if home == self.node {

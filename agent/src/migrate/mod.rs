@@ -17,11 +17,13 @@ pub mod pager;
 pub mod relay;
 pub mod timers;
 
+use crate::monitor::Monitor;
 use crate::peers::{Inbound, Peers};
 use crate::sync::lock;
 use crate::table::ProcessTable;
 use popcorn_checkpoint::ProcessState;
 use popcorn_proto::control::{ExitStatus, MigrationReport};
+use popcorn_proto::monitor::NodeReport;
 use popcorn_proto::wire::PeerMessage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -84,6 +86,8 @@ pub enum PeerCall {
     Commit { pid: i32 },
     /// Forget the restored process (the origin keeps it).
     Abort { pid: i32 },
+    /// This node's live figures; answer `Report`.
+    Report,
     /// A user's `popcorn migrate` received by the process's home node,
     /// forwarded to the node it runs on.
     Migrate {
@@ -107,6 +111,7 @@ pub enum PeerAnswer {
     Resumed,
     Aborted,
     Migrated(MigrationReport),
+    Report(Box<NodeReport>),
     Error {
         message: String,
     },
@@ -143,6 +148,10 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// Splits a call body into the call (JSON) and the bytes attached after it.
+fn decode_answer(body: &[u8]) -> Result<PeerAnswer, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed answer: {e}"))
+}
+
 fn decode_call(body: &[u8]) -> Result<(PeerCall, &[u8]), serde_json::Error> {
     let mut values = serde_json::Deserializer::from_slice(body).into_iter::<PeerCall>();
     let call = match values.next() {
@@ -152,6 +161,9 @@ fn decode_call(body: &[u8]) -> Result<(PeerCall, &[u8]), serde_json::Error> {
     let end = values.byte_offset();
     Ok((call, &body[end..]))
 }
+
+/// How long `popcorn top` waits for a node's figures.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Per-node migration state; see the module documentation.
 pub struct Migrations {
@@ -171,10 +183,17 @@ pub struct Migrations {
     /// Processes migrated from here: where they went (for late stdin) and
     /// the frozen copy serving their pages.
     moved: Mutex<HashMap<i32, outgoing::Departed>>,
+    /// Live figures: restored processes are traced, migrations logged.
+    pub monitor: Arc<Monitor>,
 }
 
 impl Migrations {
-    pub fn new(node: String, peers: Arc<Peers>, table: Arc<ProcessTable>) -> Arc<Migrations> {
+    pub fn new(
+        node: String,
+        peers: Arc<Peers>,
+        table: Arc<ProcessTable>,
+        monitor: Arc<Monitor>,
+    ) -> Arc<Migrations> {
         Arc::new(Migrations {
             node,
             peers,
@@ -185,6 +204,7 @@ impl Migrations {
             incoming: Mutex::default(),
             pagers: Mutex::default(),
             moved: Mutex::default(),
+            monitor,
         })
     }
 
@@ -241,11 +261,25 @@ impl Migrations {
         }
     }
 
+    /// The live figures of node `peer`.
+    pub async fn node_report(&self, peer: &str) -> Result<NodeReport, String> {
+        let body = self
+            .peers
+            .call(peer, encode(&PeerCall::Report), REPORT_TIMEOUT)
+            .await?;
+        match decode_answer(&body)? {
+            PeerAnswer::Report(r) => Ok(*r),
+            PeerAnswer::Error { message } => Err(message),
+            other => Err(format!("unexpected answer from {peer}: {other:?}")),
+        }
+    }
+
     async fn call(self: &Arc<Self>, from: &str, call: PeerCall, attached: &[u8]) -> PeerAnswer {
         let r = match call {
             PeerCall::Offer(offer) => self.accept_offer(from, *offer, attached).await,
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
+            PeerCall::Report => Ok(PeerAnswer::Report(Box::new(self.monitor.report()))),
             PeerCall::Migrate {
                 pid,
                 to,

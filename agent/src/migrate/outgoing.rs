@@ -6,8 +6,8 @@
 
 use super::relay::Hub;
 use super::{
-    encode, lock, FileReopen, Migrations, Offer, PeerAnswer, PeerCall, PeerNotice, PopulatedVma,
-    CALL_TIMEOUT,
+    decode_answer, encode, lock, FileReopen, Migrations, Offer, PeerAnswer, PeerCall, PeerNotice,
+    PopulatedVma, CALL_TIMEOUT,
 };
 use crate::supervisor::Handle;
 use popcorn_checkpoint::{Backing, FdKind, FdState, PageScan, ProcessState, Vma};
@@ -75,10 +75,6 @@ fn attach_file_pages(pid: i32, state: &ProcessState) -> (Vec<(u64, u64)>, Vec<u8
         }
     }
     (ranges, data)
-}
-
-fn decode(body: &[u8]) -> Result<PeerAnswer, String> {
-    serde_json::from_slice(body).map_err(|e| format!("malformed answer: {e}"))
 }
 
 /// Refuses descriptors that cannot move; regular files and directories are
@@ -156,7 +152,7 @@ impl Migrations {
                 wait,
             });
             let body = self.peers.call(&info.node, call, CALL_TIMEOUT * 2).await?;
-            return match decode(&body)? {
+            return match decode_answer(&body)? {
                 PeerAnswer::Migrated(r) => Ok(r),
                 PeerAnswer::Error { message } => Err(message),
                 other => Err(format!("unexpected answer from {}: {other:?}", info.node)),
@@ -290,7 +286,7 @@ impl Migrations {
         body.extend_from_slice(&data);
         let offer_bytes = body.len() as u64;
         let sent_us = t0.elapsed().as_micros() as u64;
-        match decode(&self.peers.call(to, body, CALL_TIMEOUT).await?)? {
+        match decode_answer(&self.peers.call(to, body, CALL_TIMEOUT).await?)? {
             PeerAnswer::Ready { restore_us, .. } => {
                 info!(
                     pid,
@@ -366,6 +362,7 @@ impl Migrations {
             transfer_ms: None,
         };
         info!(?report, "migrated");
+        self.monitor.record_migration(&report);
         Ok(report)
     }
 
@@ -426,7 +423,7 @@ impl Migrations {
             .peers
             .call(to, encode(&PeerCall::Commit { pid }), CALL_TIMEOUT)
             .await;
-        let error = match commit.and_then(|b| decode(&b)) {
+        let error = match commit.and_then(|b| decode_answer(&b)) {
             Ok(PeerAnswer::Resumed) => return Ok(()),
             Ok(PeerAnswer::Error { message }) => message,
             Ok(other) => format!("unexpected answer: {other:?}"),
@@ -436,7 +433,7 @@ impl Migrations {
             .peers
             .call(to, encode(&PeerCall::Abort { pid }), Duration::from_secs(5))
             .await;
-        if let Ok(PeerAnswer::Resumed) = abort.and_then(|b| decode(&b)) {
+        if let Ok(PeerAnswer::Resumed) = abort.and_then(|b| decode_answer(&b)) {
             return Ok(());
         }
         Err(format!("node '{to}' did not confirm the restore: {error}"))

@@ -12,13 +12,14 @@ use super::PopulatedVma;
 use crate::peers::Peers;
 use crate::sync::lock;
 use crate::sys::{self, EventFd};
+use crate::traffic::ProcessTraffic;
 use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
 use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
 use popcorn_proto::wire::{FrameRef, PeerMessage, MAX_PAGE_DATA};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -37,14 +38,6 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 /// Largest request (4 MiB), well inside one `PageData` frame.
 const MAX_REQUEST_PAGES: u64 = 1024;
 const _: () = assert!(MAX_REQUEST_PAGES * PAGE_SIZE <= MAX_PAGE_DATA as u64);
-
-/// What a pager reports while it runs.
-#[derive(Debug, Default)]
-pub struct PagerStats {
-    pub faults: AtomicU64,
-    pub fetched_pages: AtomicU64,
-    pub zero_pages: AtomicU64,
-}
 
 /// Everything a pager needs.
 pub struct PagerSpec {
@@ -73,7 +66,7 @@ pub struct PagerHandle {
     resumed: Arc<AtomicBool>,
     wake: Arc<EventFd>,
     maps: mpsc::Sender<Vec<PopulatedVma>>,
-    pub stats: Arc<PagerStats>,
+    pub stats: Arc<ProcessTraffic>,
     pub pages_at_origin: u64,
     pub pages_zero: u64,
 }
@@ -172,7 +165,7 @@ pub fn start(
         resumed: Arc::new(AtomicBool::new(false)),
         wake: wake.clone(),
         maps: maps_tx,
-        stats: Arc::new(PagerStats::default()),
+        stats: spec.peers.traffic.of(spec.pid),
         pages_at_origin: c.at_origin,
         pages_zero: c.not_touched,
     };
@@ -255,7 +248,7 @@ struct Pager {
     maps: mpsc::Receiver<Vec<PopulatedVma>>,
     /// The origin's population map arrived (or was waited for long enough).
     map_known: bool,
-    stats: Arc<PagerStats>,
+    stats: Arc<ProcessTraffic>,
     failing_since: Option<Instant>,
     /// `(start, end)` of pages that arrived (`Present` in `pc`) but are not
     /// installed yet: a fork while they are copied in leaves the child
@@ -450,7 +443,10 @@ impl Pager {
         let page = addr & !(PAGE_SIZE - 1);
         match self.pc.on_fault(addr) {
             Ok(Action::ZeroFill(r)) => self.zero(r.start, r.bytes()),
-            Ok(Action::Fetch(r)) => self.request(r, false),
+            Ok(Action::Fetch(r)) => {
+                self.stats.remote_faults.fetch_add(1, Ordering::Relaxed);
+                self.request(r, false)
+            }
             Ok(Action::AlreadyInFlight) => {}
             Ok(Action::Present(r)) => {
                 let _ = self.spec.uffd.wake(r.start, r.bytes());
@@ -587,7 +583,7 @@ impl Pager {
         };
         self.failing_since = None;
         self.stats
-            .fetched_pages
+            .pages_in
             .fetch_add(range.pages, Ordering::Relaxed);
         let runs = match self.pc.on_pages_arrived(range) {
             Ok(r) => r,

@@ -166,6 +166,8 @@ fn init(
             run_dir: run_dir.to_owned(),
             this: None,
             heartbeat_ms: 500,
+            tracing: true,
+            metrics_port: popcorn_proto::config::DEFAULT_METRICS_PORT,
         },
         nodes,
     };
