@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 /// Where to find the agent: from the global flags.
+#[derive(Clone)]
 pub struct Target {
     pub config: Option<PathBuf>,
     pub node: Option<String>,

@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod run;
 mod show;
+mod top;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -86,6 +87,9 @@ enum Command {
         #[arg(default_value = "TERM")]
         signal: String,
     },
+    /// Live monitor of the cluster: nodes, processes, threads, DSM traffic
+    /// and migrations (m migrates the selected process; ? for keys).
+    Top(top::TopArgs),
     /// Create, start and remove clusters.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -179,6 +183,7 @@ fn dispatch(target: &Target, command: Command) -> Result<i32> {
                 other => unexpected(other),
             }
         }
+        Command::Top(args) => top::run(target, args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
