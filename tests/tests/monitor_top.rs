@@ -66,26 +66,49 @@ fn wait_view(
     }
 }
 
-/// The screen line showing `pid`.
+/// The process table's row of `pid` (first column, inside the box).
 fn row(screen: &str, pid: i32) -> Option<&str> {
     let pid = pid.to_string();
     screen.lines().find(|l| {
-        l.split_whitespace().next() == Some(pid.as_str()) || l.contains(&format!(" {pid} "))
+        l.trim_matches(|c: char| c == '│' || c.is_whitespace())
+            .split_whitespace()
+            .next()
+            == Some(pid.as_str())
     })
 }
 
+/// The column after the PID: the node it runs on.
+fn row_node(line: &str) -> Option<&str> {
+    line.trim_matches(|c: char| c == '│' || c.is_whitespace())
+        .split_whitespace()
+        .nth(1)
+}
+
+/// A spinning process measured by eBPF where it runs (the machine is
+/// shared with other tests: any clearly non-zero share will do).
 fn busy(p: &Value) -> bool {
-    p["cpu_percent"].as_f64().is_some_and(|c| c > 50.0)
+    p["cpu_percent"].as_f64().is_some_and(|c| c > 10.0)
         && p["thread_figures"]
             .as_array()
             .is_some_and(|t| !t.is_empty())
+}
+
+/// Ends the spinner where it runs; `popcorn run` reports the signal.
+fn stop(c: &TestCluster, pid: i32, run: Client) {
+    let out = c
+        .popcorn_direct("a", &["kill", &pid.to_string(), "TERM"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kill: {}", text(&out.stderr));
+    let done = run.finish(Duration::from_secs(30));
+    assert_eq!(done.status.code(), Some(143), "stderr: {}", done.stderr);
 }
 
 #[test]
 fn top_follows_a_process_from_a_to_b_and_matches_ps() {
     let c = cluster("mtop", 2);
     let prog = program("top_spin");
-    let mut run = Client::run(&c, "a", &[prog.to_str().unwrap(), "30"]);
+    let mut run = Client::run(&c, "a", &[prog.to_str().unwrap(), "120"]);
     run.wait_for("tick 1", Duration::from_secs(20));
     let pid = wait_pid(&c, "a", "top_spin");
 
@@ -103,10 +126,7 @@ fn top_follows_a_process_from_a_to_b_and_matches_ps() {
     }
     let screen = top_text(&c, "a");
     let line = row(&screen, pid).unwrap_or_else(|| panic!("no row for {pid}:\n{screen}"));
-    assert!(
-        line.split_whitespace().nth(1) == Some("a"),
-        "row: {line}\n{screen}"
-    );
+    assert!(row_node(line) == Some("a"), "row: {line}\n{screen}");
 
     let report = migrate_ok(&c, "a", pid, "b");
     // Any node shows the whole cluster: ask b, whose tracer measures it now.
@@ -128,10 +148,7 @@ fn top_follows_a_process_from_a_to_b_and_matches_ps() {
 
     let screen = top_text(&c, "a");
     let line = row(&screen, pid).unwrap_or_else(|| panic!("no row for {pid}:\n{screen}"));
-    assert!(
-        line.split_whitespace().nth(1) == Some("b"),
-        "row: {line}\n{screen}"
-    );
+    assert!(row_node(line) == Some("b"), "row: {line}\n{screen}");
 
     // The snapshot's processes are what `popcorn ps --json` lists.
     let view = top_json(&c, "a");
@@ -145,9 +162,7 @@ fn top_follows_a_process_from_a_to_b_and_matches_ps() {
         }
     }
 
-    let done = run.finish(Duration::from_secs(60));
-    assert_eq!(done.status.code(), Some(0), "stderr: {}", done.stderr);
-    assert!(done.lines.last().is_some_and(|l| l.starts_with("done ")));
+    stop(&c, pid, run);
 }
 
 /// A tmux server of its own, removed on drop.
@@ -207,7 +222,7 @@ impl Drop for Tmux {
 fn full_screen_top_migrates_the_selected_process_and_quits_cleanly() {
     let c = cluster("mtui", 2);
     let prog = program("top_spin");
-    let mut run = Client::run(&c, "a", &[prog.to_str().unwrap(), "30"]);
+    let mut run = Client::run(&c, "a", &[prog.to_str().unwrap(), "120"]);
     run.wait_for("tick 1", Duration::from_secs(20));
     let pid = wait_pid(&c, "a", "top_spin");
 
@@ -240,7 +255,7 @@ fn full_screen_top_migrates_the_selected_process_and_quits_cleanly() {
     assert!(st.success());
     let pid_s = pid.to_string();
     tmux.wait_screen("the process on a", |s| {
-        row(s, pid).is_some_and(|l| l.split_whitespace().nth(1) == Some("a"))
+        row(s, pid).is_some_and(|l| row_node(l) == Some("a"))
     });
     // The only process is selected: m opens the node picker, Enter picks b.
     tmux.keys(&["m"]);
@@ -256,7 +271,7 @@ fn full_screen_top_migrates_the_selected_process_and_quits_cleanly() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let screen = tmux.wait_screen("the process on b", |s| {
-        row(s, pid).is_some_and(|l| l.split_whitespace().nth(1) == Some("b"))
+        row(s, pid).is_some_and(|l| row_node(l) == Some("b"))
     });
     assert!(screen.contains(&pid_s));
     tmux.keys(&["q"]);
@@ -280,8 +295,7 @@ fn full_screen_top_migrates_the_selected_process_and_quits_cleanly() {
         "terminal not restored:\n{after}"
     );
 
-    let done = run.finish(Duration::from_secs(60));
-    assert_eq!(done.status.code(), Some(0), "stderr: {}", done.stderr);
+    stop(&c, pid, run);
 }
 
 /// GET `path` from `addr` inside the network namespace `netns`.
@@ -311,17 +325,14 @@ fn metrics_endpoint_serves_prometheus_text_and_tracing_can_be_off() {
     // Node b restarts with tracing off in its cluster file.
     let path = c.config_path();
     let conf = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        conf.replacen("[cluster]\n", "[cluster]\ntracing = false\n", 1),
-    )
-    .unwrap();
+    assert!(conf.contains("tracing = true"), "{conf}");
+    std::fs::write(&path, conf.replacen("tracing = true", "tracing = false", 1)).unwrap();
     c.kill_agent("b");
     c.start_agent("b").expect("restart b");
     popcorn_tests::migrate::wait_link(&c, "a", "b", true, Duration::from_secs(20));
 
     let prog = program("top_spin");
-    let mut run = Client::run(&c, "a", &[prog.to_str().unwrap(), "30"]);
+    let mut run = Client::run(&c, "a", &[prog.to_str().unwrap(), "120"]);
     run.wait_for("tick 1", Duration::from_secs(20));
     let pid = wait_pid(&c, "a", "top_spin");
     wait_view(&c, "a", pid, "busy on a", busy);
@@ -394,6 +405,5 @@ fn metrics_endpoint_serves_prometheus_text_and_tracing_can_be_off() {
         "b does not measure"
     );
 
-    let done = run.finish(Duration::from_secs(60));
-    assert_eq!(done.status.code(), Some(0), "stderr: {}", done.stderr);
+    stop(&c, pid, run);
 }
