@@ -2,7 +2,8 @@
 # popcorn demo: a 3-node local cluster (each node its own network, PID and
 # mount namespaces, with its own agent), a program run under popcorn on node
 # a, frozen, inspected and thawed, then migrated live a → b → c → a while it
-# keeps counting, its output arriving where it was started. Run as root after
+# keeps counting, its output arriving where it was started; `popcorn top`
+# shows the cluster once at the end. Run as root after
 # `cargo build --workspace`, or simply `sudo make demo`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,6 +68,9 @@ for to in b c a; do
     on a migrate "$pid" --to "$to"
     on a ps
 done
+
+say "popcorn top --once   (the live monitor, one frame: nodes, processes, migrations)"
+on a top --once --width 150 --height 34
 
 status=0
 wait "$run_pid" || status=$?
