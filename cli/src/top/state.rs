@@ -520,7 +520,10 @@ pub(crate) mod tests {
                     mem_available_kib: 6 << 20,
                 },
                 processes: vec![],
+                traffic: vec![],
                 dsm: DsmFigures::default(),
+                migrations_total: 0,
+                migration_downtime_us_total: 0,
                 migrations: vec![],
             }),
         }
