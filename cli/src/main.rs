@@ -1,6 +1,7 @@
 //! `popcorn`: the command line of a popcorn cluster.
 
 mod bench;
+mod build;
 mod client;
 mod cluster;
 mod run;
@@ -93,6 +94,10 @@ enum Command {
     /// Create, start and remove clusters.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Build C sources for x86_64 and aarch64 with common addresses, so the
+    /// program can migrate between the two ISAs (APP.x86_64, APP.aarch64,
+    /// APP.popcorn.json).
+    Build(build::BuildArgs),
     /// Measure popcorn's mechanisms against their baselines (JSON).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -186,6 +191,7 @@ fn dispatch(target: &Target, command: Command) -> Result<i32> {
         Command::Top(args) => top::run(target, args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Build(args) => build::run(args),
     }
 }
 
