@@ -50,7 +50,9 @@ fn callee_saved(isa: Isa, reg: &str) -> Option<&'static str> {
             })
         }
         Isa::Aarch64 => {
-            const X: [&str; 10] = ["x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28"];
+            const X: [&str; 10] = [
+                "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28",
+            ];
             const V: [&str; 8] = ["d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15"];
             let (prefix, num) = reg.split_at(reg.find(|c: char| c.is_ascii_digit())?);
             let n: usize = num.parse().ok()?;
@@ -112,7 +114,11 @@ fn uses_defs(isa: Isa, mnemonic: &str, ops: &[&str]) -> (Vec<&'static str>, Vec<
                     } else {
                         uses.extend(regs_in(isa, op));
                     }
-                } else if ["inc", "dec", "neg", "not"].iter().any(|p| m.starts_with(p)) && bare {
+                } else if ["inc", "dec", "neg", "not"]
+                    .iter()
+                    .any(|p| m.starts_with(p))
+                    && bare
+                {
                     uses.extend(regs_in(isa, op));
                     defs.extend(regs_in(isa, op));
                 } else {
@@ -124,9 +130,12 @@ fn uses_defs(isa: Isa, mnemonic: &str, ops: &[&str]) -> (Vec<&'static str>, Vec<
                 }
                 let bare = !dst.contains('(');
                 let compare = ["cmp", "test", "bt"].iter().any(|p| m.starts_with(p));
-                let pure_write = ["mov", "lea", "cvt", "set", "pop"].iter().any(|p| m.starts_with(p));
-                let zeroing =
-                    (m.starts_with("xor") || m.starts_with("sub")) && srcs.len() == 1 && srcs[0] == *dst;
+                let pure_write = ["mov", "lea", "cvt", "set", "pop"]
+                    .iter()
+                    .any(|p| m.starts_with(p));
+                let zeroing = (m.starts_with("xor") || m.starts_with("sub"))
+                    && srcs.len() == 1
+                    && srcs[0] == *dst;
                 if !bare || compare {
                     uses.extend(regs_in(isa, dst));
                 } else if pure_write || zeroing {
@@ -169,7 +178,11 @@ fn uses_defs(isa: Isa, mnemonic: &str, ops: &[&str]) -> (Vec<&'static str>, Vec<
                 for s in srcs {
                     uses.extend(regs_in(isa, s));
                 }
-                if m.starts_with("movk") || m.starts_with("bfi") || m.starts_with("bfxil") || m == "ins" {
+                if m.starts_with("movk")
+                    || m.starts_with("bfi")
+                    || m.starts_with("bfxil")
+                    || m == "ins"
+                {
                     uses.extend(regs_in(isa, dst));
                 }
                 defs.extend(regs_in(isa, dst));
@@ -292,7 +305,9 @@ pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis 
         let (uses, defs) = uses_defs(isa, mnemonic, &ops);
         for r in uses {
             for p in state.get(r).into_iter().flatten() {
-                let file = files.get(&p.file).map_or_else(|| "?".to_owned(), |f| display(f));
+                let file = files
+                    .get(&p.file)
+                    .map_or_else(|| "?".to_owned(), |f| display(f));
                 let f = Finding {
                     file,
                     line: p.line,
@@ -307,7 +322,10 @@ pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis 
             }
         }
         if let Some(callee) = call_target(isa, mnemonic, &ops) {
-            calls.entry(func.clone()).or_default().insert(callee.clone());
+            calls
+                .entry(func.clone())
+                .or_default()
+                .insert(callee.clone());
             let p = Pending {
                 callee,
                 file: loc.0,
@@ -468,8 +486,14 @@ main:
     fn aarch64_integer_and_float_temporaries() {
         let f = check(Isa::Aarch64, A64, &same).findings;
         assert_eq!(f.len(), 2, "{f:?}");
-        assert_eq!((f[0].line, f[0].callee.as_str(), f[0].register.as_str()), (13, "g", "x19"));
-        assert_eq!((f[1].line, f[1].callee.as_str(), f[1].register.as_str()), (14, "fd", "d8"));
+        assert_eq!(
+            (f[0].line, f[0].callee.as_str(), f[0].register.as_str()),
+            (13, "g", "x19")
+        );
+        assert_eq!(
+            (f[1].line, f[1].callee.as_str(), f[1].register.as_str()),
+            (14, "fd", "d8")
+        );
     }
 
     #[test]
@@ -491,7 +515,10 @@ main:
         let x = "\t.file 1 \"c.c\"\nf:\n\t.cfi_startproc\n\t.loc 1 7 2\n\tleaq\t8(%rax), %r13\n\tcall\t*%rdx\n\tmovl\t%eax, (%r13)\n\t.cfi_endproc\n";
         let f = check(Isa::X86_64, x, &same).findings;
         assert_eq!(f.len(), 1);
-        assert_eq!((f[0].line, f[0].callee.as_str(), f[0].register.as_str()), (7, "*", "r13"));
+        assert_eq!(
+            (f[0].line, f[0].callee.as_str(), f[0].register.as_str()),
+            (7, "*", "r13")
+        );
         let zero = "\t.file 1 \"c.c\"\nf:\n\t.cfi_startproc\n\tmovl\t$1, %ebx\n\tcall\tg\n\txorl\t%ebx, %ebx\n\t.cfi_endproc\n";
         assert!(check(Isa::X86_64, zero, &same).findings.is_empty());
     }
@@ -565,7 +592,9 @@ main:
         ]);
         assert_eq!(r.len(), 2);
         assert!(r[0].starts_with("t.c:12: in function main: an unnamed temporary is kept in rbx (x86_64), x19 (aarch64) across the call to f"));
-        assert!(r[0].ends_with("rewrite the expression so the call's result goes to a named variable first"));
+        assert!(r[0].ends_with(
+            "rewrite the expression so the call's result goes to a named variable first"
+        ));
         assert!(r[1].starts_with("t.c:13:"));
     }
 }

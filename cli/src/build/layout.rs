@@ -327,9 +327,10 @@ pub fn compute(items: &[Item], base: u64, page: u64, limit: u64) -> Result<Layou
             &[None]
         };
         for pass in passes {
-            for it in items.iter().filter(|i| {
-                i.region == *region && pass.map_or(true, |nobits| i.nobits == nobits)
-            }) {
+            for it in items
+                .iter()
+                .filter(|i| i.region == *region && pass.map_or(true, |nobits| i.nobits == nobits))
+            {
                 let align = it.aligns[0].max(it.aligns[1]);
                 let size = it.sizes[0].max(it.sizes[1]);
                 let address = align_up(cursor, align).ok_or(too_big.clone())?;
@@ -454,18 +455,35 @@ mod tests {
         let x = vec![
             sec(0, ".data.g", Region::Data, 4, 4, "g"),
             sec(0, ".data.h", Region::Data, 4, 4, "h"),
-            sec(0, ".rodata.pcstr.0", Region::Rodata, 6, 1, ".rodata.pcstr.0"),
+            sec(
+                0,
+                ".rodata.pcstr.0",
+                Region::Rodata,
+                6,
+                1,
+                ".rodata.pcstr.0",
+            ),
         ];
         let mut a = vec![
             sec(0, ".data.g", Region::Rodata, 4, 4, "g"),
             sec(0, ".data.h", Region::Data, 4, 4, "h"),
-            sec(0, ".rodata.pcstr.0", Region::Rodata, 7, 1, ".rodata.pcstr.0"),
+            sec(
+                0,
+                ".rodata.pcstr.0",
+                Region::Rodata,
+                7,
+                1,
+                ".rodata.pcstr.0",
+            ),
         ];
         a[1].symbols[0].offset = 4;
         let errs = pair(&x, &a).unwrap_err();
         assert!(matches!(errs[0], Mismatch::Region { .. }));
         assert!(matches!(errs[1], Mismatch::Offset { x86: 0, a64: 4, .. }));
-        assert!(matches!(errs[2], Mismatch::StringSize { x86: 6, a64: 7, .. }));
+        assert!(matches!(
+            errs[2],
+            Mismatch::StringSize { x86: 6, a64: 7, .. }
+        ));
         let mut a2 = x.clone();
         a2[1].symbols[0].name = "other".into();
         let errs = pair(&x, &a2).unwrap_err();
@@ -476,7 +494,13 @@ mod tests {
     fn empty_input_gives_empty_windows_on_pages() {
         let l = compute(&[], BASE, PAGE, LIMIT).unwrap();
         assert!(l.placed.is_empty());
-        assert_eq!(l.text, Window { start: BASE, end: BASE });
+        assert_eq!(
+            l.text,
+            Window {
+                start: BASE,
+                end: BASE
+            }
+        );
         assert_eq!(l.rodata.start, BASE);
         assert_eq!(l.data.start, BASE);
     }
@@ -500,7 +524,13 @@ mod tests {
         assert_eq!(l.placed[0].size, 0x44);
         // 0x44 rounded to 16.
         assert_eq!(l.placed[1].address, BASE + 0x50);
-        assert_eq!(l.text, Window { start: BASE, end: BASE + 0x68 });
+        assert_eq!(
+            l.text,
+            Window {
+                start: BASE,
+                end: BASE + 0x68
+            }
+        );
         assert_eq!(l.rodata.start, BASE + PAGE);
         assert_eq!(l.placed[2].address, BASE + PAGE);
         assert_eq!(l.data.start, BASE + 2 * PAGE);
@@ -516,7 +546,9 @@ mod tests {
         let mut items = Vec::new();
         let mut seed = 12345u64;
         for i in 0..300 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let region = match seed >> 62 {
                 0 | 1 => Region::Text,
                 2 => Region::Rodata,

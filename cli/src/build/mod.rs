@@ -99,11 +99,15 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     };
     let work = with_suffix(".popcorn-build");
 
-    let tools = [Toolchain::find(Isa::X86_64)?, Toolchain::find(Isa::Aarch64)?];
+    let tools = [
+        Toolchain::find(Isa::X86_64)?,
+        Toolchain::find(Isa::Aarch64)?,
+    ];
 
     let _ = std::fs::remove_dir_all(&work);
     let rt_dir = work.join("runtime");
-    runtime::write(&rt_dir).with_context(|| format!("write the runtime to {}", rt_dir.display()))?;
+    runtime::write(&rt_dir)
+        .with_context(|| format!("write the runtime to {}", rt_dir.display()))?;
     for isa in Isa::ALL {
         std::fs::create_dir_all(work.join(isa.name()))
             .with_context(|| format!("create {}", work.display()))?;
@@ -190,7 +194,10 @@ fn build(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| bail!("compiler thread panicked")))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("compiler thread panicked"))
+            })
             .collect()
     });
     let mut warned = String::new();
@@ -307,7 +314,9 @@ fn build(
             (Some(x), Some(a)) if x == a => {
                 rt_symbols.insert((*name).to_owned(), *x);
             }
-            _ => bail!("runtime symbol {name} is not at one address in both executables ({x:?}, {a:?})"),
+            _ => bail!(
+                "runtime symbol {name} is not at one address in both executables ({x:?}, {a:?})"
+            ),
         }
     }
     let mut stop = BTreeMap::new();
@@ -379,7 +388,11 @@ fn link(
         let mut a: Vec<String> = Vec::new();
         for p in layout.placed.iter().filter(|p| p.item.object == i) {
             a.push("--rename-section".into());
-            a.push(format!("{}={}", p.item.name, output_section(i, &p.item.name)));
+            a.push(format!(
+                "{}={}",
+                p.item.name,
+                output_section(i, &p.item.name)
+            ));
         }
         a.push(input.display().to_string());
         a.push(out.display().to_string());
@@ -414,7 +427,9 @@ fn link(
 
 /// Quotes a path for a gcc response file.
 fn quote(s: &str) -> String {
-    if s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
+    if s.chars()
+        .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+    {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         s.to_owned()
@@ -435,7 +450,12 @@ fn verify(isa: Isa, exe: &Path, layout: &Layout, l: &symbols::Linked) -> Result<
             None if p.item.sizes[isa.index()] == 0 => {}
             None => bail!("{}: section {out} is missing ({isa})", exe.display()),
         }
-        for s in p.item.symbols.iter().filter(|s| s.global && s.kind != SymKind::String) {
+        for s in p
+            .item
+            .symbols
+            .iter()
+            .filter(|s| s.global && s.kind != SymKind::String)
+        {
             let want = p.address + s.offset;
             if let Some(got) = l.globals.get(&s.name) {
                 if *got != want {
@@ -464,7 +484,13 @@ fn metadata_for(
 ) -> metadata::Metadata {
     let mut user_shown: Vec<String> = user
         .iter()
-        .filter(|f| !f.starts_with("-I") || args.include.iter().any(|i| **f == format!("-I{}", i.display())))
+        .filter(|f| {
+            !f.starts_with("-I")
+                || args
+                    .include
+                    .iter()
+                    .any(|i| **f == format!("-I{}", i.display()))
+        })
         .cloned()
         .collect();
     user_shown.extend(args.libs.iter().map(|l| format!("-l{l}")));
@@ -481,7 +507,11 @@ fn metadata_for(
                 section: p.item.name.clone(),
                 output_section: output_section(p.item.object, &p.item.name),
                 address: p.address + s.offset,
-                size: if p.item.symbols.len() == 1 { p.size } else { s.size },
+                size: if p.item.symbols.len() == 1 {
+                    p.size
+                } else {
+                    s.size
+                },
                 sizes: metadata::IsaSizes {
                     x86_64: p.item.sizes[0],
                     aarch64: p.item.sizes[1],
@@ -498,10 +528,22 @@ fn metadata_for(
             .collect(),
         sources: units.iter().map(|u| u.display.clone()).collect(),
         flags: metadata::Flags {
-            compile: toolchain::COMMON_FLAGS.iter().map(|s| (*s).to_owned()).collect(),
-            link: toolchain::LINK_FLAGS.iter().map(|s| (*s).to_owned()).collect(),
-            x86_64: toolchain::isa_flags(Isa::X86_64).iter().map(|s| (*s).to_owned()).collect(),
-            aarch64: toolchain::isa_flags(Isa::Aarch64).iter().map(|s| (*s).to_owned()).collect(),
+            compile: toolchain::COMMON_FLAGS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            link: toolchain::LINK_FLAGS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            x86_64: toolchain::isa_flags(Isa::X86_64)
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            aarch64: toolchain::isa_flags(Isa::Aarch64)
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             user: user_shown,
         },
         tools: tools
@@ -553,7 +595,10 @@ mod tests {
 
     #[test]
     fn exe_names() {
-        assert_eq!(with_ext(Path::new("/x/app"), "x86_64"), PathBuf::from("/x/app.x86_64"));
+        assert_eq!(
+            with_ext(Path::new("/x/app"), "x86_64"),
+            PathBuf::from("/x/app.x86_64")
+        );
         assert_eq!(
             with_ext(Path::new("app.v2"), "popcorn.json"),
             PathBuf::from("app.v2.popcorn.json")

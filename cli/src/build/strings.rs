@@ -68,7 +68,10 @@ fn scan(asm: &str) -> Vec<(Literal, usize, usize)> {
         if let Some(s) = section_of(line) {
             section = s;
         } else if let Some(label) = literal_label(line).filter(|_| holds_literals(&section)) {
-            let body: Vec<String> = lines[i + 1..].iter().map_while(|l| data_directive(l)).collect();
+            let body: Vec<String> = lines[i + 1..]
+                .iter()
+                .map_while(|l| data_directive(l))
+                .collect();
             if !body.is_empty() {
                 let n = body.len();
                 out.push((

@@ -135,14 +135,15 @@ impl Toolchain {
                 tool: wanted.join(" or "),
                 package,
             })?;
-        let objcopy = objcopies
-            .iter()
-            .find_map(|c| which(c))
-            .ok_or_else(|| ToolError::Missing {
-                isa,
-                tool: objcopies.join(" or "),
-                package: binutils,
-            })?;
+        let objcopy =
+            objcopies
+                .iter()
+                .find_map(|c| which(c))
+                .ok_or_else(|| ToolError::Missing {
+                    isa,
+                    tool: objcopies.join(" or "),
+                    package: binutils,
+                })?;
         let cc_version = first_line(&cc, &["--version"]);
         let ld = first_line(&cc, &["-print-prog-name=ld"]);
         let ld_version = if ld.is_empty() {

@@ -1,0 +1,254 @@
+//! `popcorn build`: one C program built for x86_64 and aarch64 with every
+//! application symbol at the same address, running to byte-identical output
+//! natively and under qemu-aarch64 (heap pointers included); the checker
+//! refuses an untranslatable call site; clear errors for missing tools,
+//! compile errors and one-sided symbols.
+//!
+//! Needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user
+//! (`make deps` installs them) and a built `popcorn` (cargo build).
+
+use popcorn_tests::cluster::bin_dir;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn popcorn() -> Command {
+    let bin = bin_dir().join("popcorn");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo build -p popcorn` first",
+        bin.display()
+    );
+    Command::new(bin)
+}
+
+fn programs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/xisa")
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("popcorn-xbuild-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn build(args: &[&str], srcs: &[PathBuf], out: &Path) -> Output {
+    popcorn()
+        .arg("build")
+        .args(args)
+        .args(srcs)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+/// `nm` of an executable: name → address, for symbols in [lo, hi).
+fn nm(exe: &Path, lo: u64, hi: u64) -> BTreeMap<String, u64> {
+    let out = Command::new("nm").arg(exe).output().expect("run nm");
+    assert!(
+        out.status.success(),
+        "nm {}: {}",
+        exe.display(),
+        text(&out.stderr)
+    );
+    let mut m = BTreeMap::new();
+    for line in text(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 3 {
+            continue;
+        }
+        let Ok(addr) = u64::from_str_radix(f[0], 16) else {
+            continue;
+        };
+        // aarch64 mapping symbols, and the per-ISA breakpoint label.
+        if addr < lo || addr >= hi || f[2].starts_with('$') || f[2] == "__popcorn_stop_insn" {
+            continue;
+        }
+        // Static locals of different files can share a name: keep them all.
+        let mut name = f[2].to_owned();
+        while m.contains_key(&name) {
+            name.push('\'');
+        }
+        m.insert(name, addr);
+    }
+    m
+}
+
+#[test]
+fn builds_both_isas_with_common_addresses_and_identical_output() {
+    let dir = scratch("demo");
+    let out = dir.join("demo");
+    let srcs = [
+        programs().join("xisa_demo.c"),
+        programs().join("xisa_list.c"),
+    ];
+    let r = build(&[], &srcs, &out);
+    assert!(
+        r.status.success(),
+        "popcorn build failed: {}",
+        text(&r.stderr)
+    );
+    let summary = text(&r.stdout);
+    assert!(
+        summary.starts_with("popcorn build: demo.x86_64 + demo.aarch64: ")
+            && summary.contains("heap arena 0x6000000000"),
+        "{summary}"
+    );
+    assert_eq!(summary.lines().count(), 1, "{summary}");
+    assert!(
+        !dir.join("demo.popcorn-build").exists(),
+        "temporary files left"
+    );
+
+    // Metadata.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("demo.popcorn.json")).unwrap()).unwrap();
+    assert_eq!(meta["format"], "popcorn-build/1");
+    assert_eq!(meta["arena"]["address"], 0x60_0000_0000u64);
+    assert_eq!(meta["sources"].as_array().unwrap().len(), 3);
+    let lo = meta["layout"]["text"]["start"].as_u64().unwrap();
+    let hi = meta["layout"]["data"]["end"].as_u64().unwrap();
+    let rt = &meta["runtime"]["symbols"];
+    for s in [
+        "popcorn_migrate_point",
+        "__popcorn_migrate_request",
+        "malloc",
+    ] {
+        assert!(
+            rt[s].as_u64().is_some_and(|a| a >= lo && a < hi),
+            "{s}: {rt}"
+        );
+    }
+    assert_eq!(meta["runtime"]["stop"]["x86_64"]["instruction"], "int3");
+    assert_eq!(meta["runtime"]["stop"]["aarch64"]["instruction"], "brk #0");
+
+    // Every application symbol at one address in both executables.
+    let x = nm(&dir.join("demo.x86_64"), lo, hi);
+    let a = nm(&dir.join("demo.aarch64"), lo, hi);
+    assert_eq!(x, a, "symbols differ between the two executables");
+    for name in [
+        "main",
+        "twice",
+        "twice'",
+        "fact",
+        "list_push",
+        "g_counter",
+        "g_zero",
+        "g_table",
+        "g_names",
+        "g_ops",
+        "g_buf",
+        "calls.0",
+        "calls.1",
+        "pushes.0",
+        "popcorn_migrate_point",
+        "malloc",
+    ] {
+        assert!(
+            x.contains_key(name),
+            "{name} not in the common windows: {x:?}"
+        );
+    }
+    // The metadata agrees with the executables.
+    let symbols = meta["symbols"].as_array().unwrap();
+    for s in symbols {
+        if s["kind"] != "string" && s["global"] == true {
+            let name = s["name"].as_str().unwrap();
+            assert_eq!(x.get(name).copied(), s["address"].as_u64(), "{name}");
+        }
+    }
+    assert!(symbols.iter().filter(|s| s["kind"] == "string").count() >= 5);
+
+    // Same bytes out, natively and under qemu.
+    let native = Command::new(dir.join("demo.x86_64")).output().unwrap();
+    assert!(native.status.success(), "{}", text(&native.stderr));
+    let emulated = Command::new("qemu-aarch64")
+        .arg(dir.join("demo.aarch64"))
+        .output()
+        .expect("run qemu-aarch64 (Debian package qemu-user)");
+    assert!(emulated.status.success(), "{}", text(&emulated.stderr));
+    let out = text(&native.stdout);
+    assert_eq!(out, text(&emulated.stdout), "outputs differ");
+    assert!(
+        out.contains("acc=95 fact=3628800 depth=21 alpha gamma"),
+        "{out}"
+    );
+    assert!(out.contains("heap s=0x6000000"), "{out}");
+    assert!(out.contains("migration pending=0"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn checker_rejects_untranslatable_call_site() {
+    let dir = scratch("checker");
+    let src = programs().join("xisa_untranslatable.c");
+    let r = build(&[], &[src.clone()], &dir.join("u"));
+    let err = text(&r.stderr);
+    assert!(!r.status.success(), "accepted an untranslatable program");
+    let want = format!("{}:21: in function main: ", src.display());
+    assert!(err.contains(&want), "expected {want:?} in: {err}");
+    assert!(err.contains("across the call to g"), "{err}");
+    assert!(
+        err.contains("rewrite the expression so the call's result goes to a named variable first"),
+        "{err}"
+    );
+    assert!(!dir.join("u.x86_64").exists() && !dir.join("u.aarch64").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn clear_errors() {
+    let dir = scratch("errors");
+    let ok = programs().join("xisa_untranslatable.c");
+
+    // Missing cross compiler: names the Debian package.
+    let r = popcorn()
+        .args(["build", "-o"])
+        .arg(dir.join("m"))
+        .arg(&ok)
+        .env("POPCORN_CC_AARCH64", "/nonexistent/aarch64-linux-gnu-gcc")
+        .output()
+        .unwrap();
+    let err = text(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("gcc-aarch64-linux-gnu"), "{err}");
+
+    // A compile error is passed through with the compiler's message.
+    let bad = dir.join("bad.c");
+    std::fs::write(&bad, "int main(void) { return undeclared_thing; }\n").unwrap();
+    let r = build(&[], &[bad.clone()], &dir.join("bad"));
+    let err = text(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("compiling") && err.contains("undeclared_thing"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{}:1:", bad.display())), "{err}");
+
+    // A symbol that exists for one ISA only.
+    let one = dir.join("one.c");
+    std::fs::write(
+        &one,
+        "#ifdef __aarch64__\nint only_arm = 1;\n#endif\nint main(void) { return 0; }\n",
+    )
+    .unwrap();
+    let r = build(&[], &[one], &dir.join("one"));
+    let err = text(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("variable only_arm exists only in the aarch64 build"),
+        "{err}"
+    );
+
+    // Missing source.
+    let r = build(&[], &[dir.join("nope.c")], &dir.join("nope"));
+    assert!(text(&r.stderr).contains("no such source file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
