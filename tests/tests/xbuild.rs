@@ -189,7 +189,7 @@ fn builds_both_isas_with_common_addresses_and_identical_output() {
 fn checker_rejects_untranslatable_call_site() {
     let dir = scratch("checker");
     let src = programs().join("xisa_untranslatable.c");
-    let r = build(&[], &[src.clone()], &dir.join("u"));
+    let r = build(&[], std::slice::from_ref(&src), &dir.join("u"));
     let err = text(&r.stderr);
     assert!(!r.status.success(), "accepted an untranslatable program");
     let want = format!("{}:21: in function main: ", src.display());
@@ -223,7 +223,7 @@ fn clear_errors() {
     // A compile error is passed through with the compiler's message.
     let bad = dir.join("bad.c");
     std::fs::write(&bad, "int main(void) { return undeclared_thing; }\n").unwrap();
-    let r = build(&[], &[bad.clone()], &dir.join("bad"));
+    let r = build(&[], std::slice::from_ref(&bad), &dir.join("bad"));
     let err = text(&r.stderr);
     assert!(!r.status.success());
     assert!(

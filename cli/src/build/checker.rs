@@ -125,17 +125,19 @@ fn uses_defs(isa: Isa, mnemonic: &str, ops: &[&str]) -> (Vec<&'static str>, Vec<
                     uses.extend(regs_in(isa, op));
                 }
             } else if let Some((dst, srcs)) = ops.split_last() {
-                for s in srcs {
-                    uses.extend(regs_in(isa, s));
+                let zeroing = (m.starts_with("xor") || m.starts_with("sub"))
+                    && srcs.len() == 1
+                    && srcs[0] == *dst;
+                if !zeroing {
+                    for s in srcs {
+                        uses.extend(regs_in(isa, s));
+                    }
                 }
                 let bare = !dst.contains('(');
                 let compare = ["cmp", "test", "bt"].iter().any(|p| m.starts_with(p));
                 let pure_write = ["mov", "lea", "cvt", "set", "pop"]
                     .iter()
                     .any(|p| m.starts_with(p));
-                let zeroing = (m.starts_with("xor") || m.starts_with("sub"))
-                    && srcs.len() == 1
-                    && srcs[0] == *dst;
                 if !bare || compare {
                     uses.extend(regs_in(isa, dst));
                 } else if pure_write || zeroing {
@@ -367,7 +369,9 @@ pub fn reaching(calls: &BTreeMap<String, BTreeSet<String>>, roots: &[&str]) -> B
 /// Merges the two ISAs' findings into one message per call site, in
 /// (file, line) order: `file:line: in function F: …`.
 pub fn report(findings: &[Finding]) -> Vec<String> {
-    let mut by_site: Vec<((String, u32, String, String), Vec<String>)> = Vec::new();
+    // (file, line, function, callee) → registers.
+    type Site = (String, u32, String, String);
+    let mut by_site: Vec<(Site, Vec<String>)> = Vec::new();
     for f in findings {
         let key = (f.file.clone(), f.line, f.function.clone(), f.callee.clone());
         let reg = format!("{} ({})", f.register, f.isa);

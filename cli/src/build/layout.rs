@@ -329,7 +329,7 @@ pub fn compute(items: &[Item], base: u64, page: u64, limit: u64) -> Result<Layou
         for pass in passes {
             for it in items
                 .iter()
-                .filter(|i| i.region == *region && pass.map_or(true, |nobits| i.nobits == nobits))
+                .filter(|i| i.region == *region && (pass.is_none() || *pass == Some(i.nobits)))
             {
                 let align = it.aligns[0].max(it.aligns[1]);
                 let size = it.sizes[0].max(it.sizes[1]);
