@@ -252,3 +252,25 @@ fn clear_errors() {
     assert!(text(&r.stderr).contains("no such source file"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn heap_arena_is_correct_and_identical_on_both_isas() {
+    let dir = scratch("heap");
+    let out = dir.join("heap");
+    let r = build(&[], &[programs().join("xisa_heap.c")], &out);
+    assert!(
+        r.status.success(),
+        "popcorn build failed: {}",
+        text(&r.stderr)
+    );
+    let native = Command::new(dir.join("heap.x86_64")).output().unwrap();
+    let emulated = Command::new("qemu-aarch64")
+        .arg(dir.join("heap.aarch64"))
+        .output()
+        .unwrap();
+    let (n, e) = (text(&native.stdout), text(&emulated.stdout));
+    assert!(native.status.success() && n.contains("bad=0"), "{n}");
+    assert!(emulated.status.success() && e.contains("bad=0"), "{e}");
+    assert_eq!(n, e, "allocation addresses differ between the ISAs");
+    let _ = std::fs::remove_dir_all(&dir);
+}
