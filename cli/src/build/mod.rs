@@ -421,8 +421,22 @@ fn link(
     }
     let rsp_path = work.join(tc.isa.name()).join("link.rsp");
     std::fs::write(&rsp_path, rsp).with_context(|| format!("write {}", rsp_path.display()))?;
-    tc.run(&tc.cc, [format!("@{}", rsp_path.display())], "linking")?;
-    Ok(())
+    match tc.run(&tc.cc, [format!("@{}", rsp_path.display())], "linking") {
+        Ok(_) => Ok(()),
+        Err(toolchain::ToolError::Failed { output, .. })
+            if output.contains("cannot find -lc") || output.contains("crt1.o") =>
+        {
+            let package = match tc.isa {
+                Isa::X86_64 => "libc6-dev",
+                Isa::Aarch64 => "libc6-dev-arm64-cross",
+            };
+            bail!(
+                "linking failed for {}: no static C library; install it with: apt-get install {package}\n{output}",
+                tc.isa
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Quotes a path for a gcc response file.

@@ -33,7 +33,7 @@ pub fn isa_flags(isa: Isa) -> &'static [&'static str] {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    #[error("{isa} compiler {tool} not found; install the Debian package {package} (apt-get install {package})")]
+    #[error("{isa} tool {tool} not found; install it with: apt-get install {package}")]
     Missing {
         isa: Isa,
         tool: String,
@@ -102,13 +102,13 @@ impl Toolchain {
             Isa::X86_64 => (
                 "POPCORN_CC_X86_64",
                 "x86_64-linux-gnu",
-                "gcc-x86-64-linux-gnu",
+                "gcc-x86-64-linux-gnu libc6-dev-amd64-cross",
                 "binutils-x86-64-linux-gnu",
             ),
             Isa::Aarch64 => (
                 "POPCORN_CC_AARCH64",
                 "aarch64-linux-gnu",
-                "gcc-aarch64-linux-gnu (and libc6-dev-arm64-cross)",
+                "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
                 "binutils-aarch64-linux-gnu",
             ),
         };
@@ -119,7 +119,7 @@ impl Toolchain {
             objcopies.push("objcopy".to_owned());
         }
         let (package, binutils) = if native {
-            ("gcc", "binutils")
+            ("gcc libc6-dev", "binutils")
         } else {
             (cross_package, cross_binutils)
         };
