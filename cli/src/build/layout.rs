@@ -610,6 +610,78 @@ mod tests {
     }
 
     #[test]
+    fn empty_region_still_leaves_the_others_on_separate_pages() {
+        let items = vec![
+            item(".text.main", Region::Text, [0x10, 0x20], [1, 4]),
+            item(".bss.z", Region::Data, [0x2000, 0x2000], [32, 32]),
+        ];
+        let l = compute(&items, BASE, PAGE, LIMIT).unwrap();
+        assert_eq!(
+            l.rodata,
+            Window {
+                start: BASE + PAGE,
+                end: BASE + PAGE
+            }
+        );
+        assert_eq!(l.data.start, BASE + 2 * PAGE);
+        assert_eq!(l.placed[1].address, BASE + 2 * PAGE);
+        assert_eq!(l.data.end, BASE + 2 * PAGE + 0x2000);
+    }
+
+    #[test]
+    fn large_text_pushes_data_to_later_pages() {
+        let items = vec![
+            item(".text.big", Region::Text, [PAGE + 1, 3], [1, 4]),
+            item(".rodata.r", Region::Rodata, [1, 1], [1, 1]),
+            item(".data.d", Region::Data, [1, 1], [1, 1]),
+        ];
+        let l = compute(&items, BASE, PAGE, LIMIT).unwrap();
+        assert_eq!(l.text.end, BASE + PAGE + 1);
+        assert_eq!(l.rodata.start, BASE + 2 * PAGE);
+        assert_eq!(l.data.start, BASE + 3 * PAGE);
+    }
+
+    #[test]
+    fn unaligned_base_is_rounded_to_a_page() {
+        let items = vec![item(".text.f", Region::Text, [1, 1], [1, 1])];
+        let l = compute(&items, BASE + 5, PAGE, LIMIT).unwrap();
+        assert_eq!(l.placed[0].address, BASE + PAGE);
+    }
+
+    #[test]
+    fn kinds_offsets_and_bss_flag_survive_pairing() {
+        let mut x = sec(0, ".data.pair", Region::Data, 16, 8, "first");
+        x.symbols.push(Sym {
+            name: "second".into(),
+            offset: 8,
+            size: 8,
+            kind: SymKind::Object,
+            global: false,
+        });
+        let a = x.clone();
+        let s = sec(
+            0,
+            ".rodata.pcstr.0",
+            Region::Rodata,
+            6,
+            1,
+            ".rodata.pcstr.0",
+        );
+        let b = sec(0, ".bss.z", Region::Data, 4, 4, "z");
+        let items = pair(&[x, s.clone(), b.clone()], &[b, a, s]).unwrap();
+        assert_eq!(items[0].symbols[1].offset, 8);
+        assert!(!items[0].symbols[1].global);
+        assert_eq!(items[1].symbols[0].kind, SymKind::String);
+        assert!(items[2].nobits && !items[0].nobits);
+        let l = compute(&items, BASE, PAGE, LIMIT).unwrap();
+        let names: Vec<&str> = l.placed.iter().map(|p| p.item.name.as_str()).collect();
+        assert_eq!(names, [".rodata.pcstr.0", ".data.pair", ".bss.z"]);
+        // No text: read-only data starts the first window.
+        assert_eq!(l.placed[0].address, BASE);
+        assert_eq!(l.placed[1].address, BASE + PAGE);
+    }
+
+    #[test]
     fn identical_inputs_give_identical_layouts() {
         let items = vec![
             item(".text.a", Region::Text, [5, 9], [1, 4]),
