@@ -347,6 +347,54 @@ pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis 
     Analysis { findings, calls }
 }
 
+/// Whether `name` looks like gcc's name for a static local (`count.0`).
+fn is_static_local(name: &str) -> bool {
+    let Some((base, num)) = name.rsplit_once('.') else {
+        return false;
+    };
+    base.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && !num.is_empty()
+        && num.bytes().all(|b| b.is_ascii_digit())
+        && base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Static locals (`name.N`) → the functions whose code refers to them. gcc
+/// numbers static locals per file; the two builds must agree on which
+/// number is whose, or pairing them by name would swap variables.
+pub fn static_local_users(asm: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut function: Option<String> = None;
+    for raw in asm.lines() {
+        let line = raw.trim();
+        if line.starts_with(".cfi_endproc") {
+            function = None;
+            continue;
+        }
+        if line.starts_with('.') || line.starts_with('#') || line.starts_with("//") {
+            continue;
+        }
+        if let Some(label) = line.strip_suffix(':') {
+            if !label.starts_with('.') && !label.contains(char::is_whitespace) {
+                function = Some(label.to_owned());
+            }
+            continue;
+        }
+        let Some(func) = &function else {
+            continue;
+        };
+        let (_, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        for tok in rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')) {
+            if is_static_local(tok) {
+                users
+                    .entry(tok.to_owned())
+                    .or_default()
+                    .insert(func.clone());
+            }
+        }
+    }
+    users
+}
+
 /// Functions from which a migration point can be reached: `roots` and every
 /// function that calls one of them, directly or through others, or makes an
 /// indirect call (which might). Only calls to these need translatable state.
@@ -561,6 +609,20 @@ main:
             assert!(r.contains(f), "{f}");
         }
         assert!(!r.contains("leaf") && !r.contains("printf"));
+    }
+
+    #[test]
+    fn static_locals_are_attributed_to_their_functions() {
+        let x = "f:\n\t.cfi_startproc\n\tmovl\tcalls.1(%rip), %eax\n\taddl\t$1, x.2+4(%rip)\n\t.cfi_endproc\ng:\n\t.cfi_startproc\n\tmovl\tcalls.0(%rip), %eax\n\tmovsd\t.LC0(%rip), %xmm0\n\t.cfi_endproc\ncalls.0:\n\t.long 5\n";
+        let a = "f:\n\t.cfi_startproc\n\tadrp\tx0, calls.1\n\tadd\tx0, x0, :lo12:calls.1\n\tadrp\tx1, x.2\n\t.cfi_endproc\ng:\n\t.cfi_startproc\n\tadrp\tx0, calls.0\n\t.cfi_endproc\n";
+        let ux = static_local_users(x);
+        assert_eq!(ux, static_local_users(a));
+        assert_eq!(ux["calls.1"].iter().collect::<Vec<_>>(), ["f"]);
+        assert_eq!(ux["calls.0"].iter().collect::<Vec<_>>(), ["g"]);
+        assert!(ux.contains_key("x.2"));
+        assert!(!ux.keys().any(|k| k.starts_with(".LC")));
+        assert!(!is_static_local("1.5") && !is_static_local(".L.3") && !is_static_local("a.b"));
+        assert!(is_static_local("a_1.5"));
     }
 
     #[test]

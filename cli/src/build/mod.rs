@@ -103,6 +103,13 @@ pub fn run(args: BuildArgs) -> Result<i32> {
         Toolchain::find(Isa::X86_64)?,
         Toolchain::find(Isa::Aarch64)?,
     ];
+    let version = |t: &Toolchain| t.cc_version.rsplit(' ').next().unwrap_or("").to_owned();
+    if version(&tools[0]) != version(&tools[1]) {
+        eprintln!(
+            "popcorn build: warning: different compilers ({} / {}); the builds may not match",
+            tools[0].cc_version, tools[1].cc_version
+        );
+    }
 
     let _ = std::fs::remove_dir_all(&work);
     let rt_dir = work.join("runtime");
@@ -230,6 +237,18 @@ fn build(
                 calls.entry(f).or_default().extend(cs);
             }
             asm[tc.isa.index()].push(text);
+        }
+    }
+    // gcc numbers static locals (`count.0`) per file: both builds must agree.
+    for (i, u) in units.iter().enumerate() {
+        let ux = checker::static_local_users(&asm[0][i]);
+        let ua = checker::static_local_users(&asm[1][i]);
+        if ux != ua {
+            bail!(
+                "{}: the two compilers number static local variables differently \
+                 (x86_64: {ux:?}, aarch64: {ua:?}); use the same gcc version for both ISAs",
+                u.display
+            );
         }
     }
     if !args.check_all_calls {
