@@ -352,7 +352,8 @@ void *calloc(size_t nmemb, size_t size)
 
 size_t malloc_usable_size(void *p)
 {
-	if (!p || !pc_owns(p))
+	/* Arena and private blocks have the same header. */
+	if (!p)
 		return 0;
 	return pc_header(p)->size - PC_HDR;
 }
