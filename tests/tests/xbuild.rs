@@ -166,6 +166,54 @@ fn builds_both_isas_with_common_addresses_and_identical_output() {
     }
     assert!(symbols.iter().filter(|s| s["kind"] == "string").count() >= 5);
 
+    // Call sites that can be suspended: each return address follows a call
+    // on the recorded line, in both executables.
+    let sites = meta["call_sites"].as_array().unwrap();
+    let site = |f: &str, callee: &str| {
+        sites
+            .iter()
+            .any(|s| s["function"] == f && s["callee"] == callee)
+    };
+    assert!(site("main", "popcorn_migrate_point"), "{sites:?}");
+    assert!(site("depth", "depth") && site("list_sum", "popcorn_migrate_point"));
+    assert!(site("main", "*"), "indirect call through g_ops");
+    assert!(
+        !site("main", "printf") && !site("main", "fact"),
+        "{sites:?}"
+    );
+    for s in sites {
+        let line = s["line"].as_u64().unwrap();
+        for isa in ["x86_64", "aarch64"] {
+            let ret = s["return_address"][isa].as_u64().unwrap();
+            let out = Command::new("addr2line")
+                .arg("-e")
+                .arg(dir.join(format!("demo.{isa}")))
+                .arg(format!("{:#x}", ret - 1))
+                .output()
+                .unwrap();
+            let where_ = text(&out.stdout);
+            let got: String = where_
+                .rsplit(':')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            assert!(
+                got == line.to_string(),
+                "{isa} call site {s}: addr2line says {where_}"
+            );
+        }
+    }
+    let all = Command::new("nm")
+        .arg(dir.join("demo.aarch64"))
+        .output()
+        .unwrap();
+    assert!(
+        !text(&all.stdout).contains("__popcorn_ret_"),
+        "labels not stripped"
+    );
+
     // Same bytes out, natively and under qemu.
     let native = Command::new(dir.join("demo.x86_64")).output().unwrap();
     assert!(native.status.success(), "{}", text(&native.stderr));

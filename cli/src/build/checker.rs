@@ -66,7 +66,7 @@ fn callee_saved(isa: Isa, reg: &str) -> Option<&'static str> {
 }
 
 /// Splits an operand list at top-level commas (not inside () or []).
-fn operands(s: &str) -> Vec<&str> {
+pub(super) fn operands(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut depth = 0i32;
     let mut start = 0;
@@ -195,7 +195,7 @@ fn uses_defs(isa: Isa, mnemonic: &str, ops: &[&str]) -> (Vec<&'static str>, Vec<
 }
 
 /// If the instruction is a call: its callee (`*` for indirect calls).
-fn call_target(isa: Isa, mnemonic: &str, ops: &[&str]) -> Option<String> {
+pub(super) fn call_target(isa: Isa, mnemonic: &str, ops: &[&str]) -> Option<String> {
     let target = ops.first().copied().unwrap_or("");
     match isa {
         Isa::X86_64 if mnemonic == "call" || mnemonic == "callq" => {
@@ -212,7 +212,7 @@ fn call_target(isa: Isa, mnemonic: &str, ops: &[&str]) -> Option<String> {
 }
 
 /// `.file N "name"` or `.file N "dir" "name"` → (N, path).
-fn parse_file(rest: &str) -> Option<(u32, String)> {
+pub(super) fn parse_file(rest: &str) -> Option<(u32, String)> {
     let rest = rest.trim();
     let (num, strs) = rest.split_once(char::is_whitespace)?;
     let n: u32 = num.parse().ok()?;

@@ -23,6 +23,32 @@ pub struct Metadata {
     pub runtime: Runtime,
     /// Every function, variable and string literal at a common address.
     pub symbols: Vec<Symbol>,
+    /// Every call that can be suspended during a migration (its callee can
+    /// reach a migration point, or it is indirect), matched across ISAs.
+    pub call_sites: Vec<CallSite>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallSite {
+    /// The calling function.
+    pub function: String,
+    /// Index into `sources`.
+    pub source: usize,
+    /// The called function, `*` for an indirect call.
+    pub callee: String,
+    /// Among the calls to `callee` in `function` (0-based, source order).
+    pub ordinal: usize,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    /// The address right after the call instruction, per ISA.
+    pub return_address: IsaAddresses,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IsaAddresses {
+    pub x86_64: u64,
+    pub aarch64: u64,
 }
 
 #[derive(Debug, Serialize)]

@@ -9,6 +9,7 @@
 //! common layout → rename the sections (objcopy) → link with
 //! `--section-start` → verify the addresses in both executables → metadata.
 
+pub mod callsites;
 pub mod checker;
 pub mod layout;
 pub mod metadata;
@@ -177,6 +178,19 @@ fn compile_isa(tc: &Toolchain, units: &[Unit], work: &Path, user: &[String]) -> 
     Ok(warnings)
 }
 
+/// How `.file` paths of unit `u` are shown: the unit's own path as the
+/// user wrote it (or as the runtime), others as they are.
+fn display_for(u: &Unit) -> impl Fn(&str) -> String + '_ {
+    let shown = u.path.display().to_string();
+    move |f: &str| {
+        if f == shown {
+            u.display.clone()
+        } else {
+            f.to_owned()
+        }
+    }
+}
+
 fn read_text(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
 }
@@ -223,15 +237,7 @@ fn build(
     for tc in tools {
         for (i, u) in units.iter().enumerate() {
             let text = read_text(&unit_file(work, tc.isa, i, "s"))?;
-            let shown = u.path.display().to_string();
-            let display = |f: &str| {
-                if f == shown {
-                    u.display.clone()
-                } else {
-                    f.to_owned()
-                }
-            };
-            let a = checker::check(tc.isa, &text, &display);
+            let a = checker::check(tc.isa, &text, &display_for(u));
             findings.extend(a.findings);
             for (f, cs) in a.calls {
                 calls.entry(f).or_default().extend(cs);
@@ -251,8 +257,8 @@ fn build(
             );
         }
     }
+    let reach = checker::reaching(&calls, runtime::MIGRATION_ROOTS);
     if !args.check_all_calls {
-        let reach = checker::reaching(&calls, runtime::MIGRATION_ROOTS);
         findings.retain(|f| reach.contains(&f.callee));
     }
     if !findings.is_empty() {
@@ -267,14 +273,21 @@ fn build(
         );
     }
 
-    // 3. String literals into their own sections; assemble.
+    // 3. String literals into their own sections, labels at the return
+    // addresses of calls that can be suspended; assemble.
+    let mut site_pairs: Vec<(usize, callsites::Pair)> = Vec::new();
+    let mut site_errors = Vec::new();
     for (i, u) in units.iter().enumerate() {
         let lx = strings::find(&asm[0][i]);
         let la = strings::find(&asm[1][i]);
         let maps = strings::pair(&lx, &la);
+        let mut sites: [Vec<callsites::Site>; 2] = [Vec::new(), Vec::new()];
         for tc in tools {
             let k = tc.isa.index();
             let rewritten = strings::rewrite(&asm[k][i], &maps[k]);
+            let (rewritten, s) =
+                callsites::annotate(tc.isa, &rewritten, i, &reach, &display_for(u));
+            sites[k] = s;
             let s = unit_file(work, tc.isa, i, "pc.s");
             std::fs::write(&s, rewritten).with_context(|| format!("write {}", s.display()))?;
             let o = unit_file(work, tc.isa, i, "o");
@@ -286,6 +299,16 @@ fn build(
             ];
             tc.run(&tc.cc, &a, &format!("assembling {}", u.display))?;
         }
+        match callsites::pair(&sites[0], &sites[1]) {
+            Ok(p) => site_pairs.extend(p.into_iter().map(|p| (i, p))),
+            Err(e) => site_errors.extend(e),
+        }
+    }
+    if !site_errors.is_empty() {
+        for e in &site_errors {
+            eprintln!("{e}");
+        }
+        bail!("the x86_64 and aarch64 builds have different call sites (see above)");
     }
 
     // 4. Per-symbol sections of both builds, paired.
@@ -319,8 +342,15 @@ fn build(
     for tc in tools {
         let exe = with_ext(output, tc.isa.name());
         link(tc, units.len(), work, &layout, &exe, &args.libs)?;
-        let l = symbols::read_linked(&exe)?;
+        let l = symbols::read_linked(&exe, callsites::LABEL_PREFIX)?;
         verify(tc.isa, &exe, &layout, &l)?;
+        // The return-address labels were only for us.
+        let strip = [
+            "--wildcard".to_owned(),
+            format!("--strip-symbol={}*", callsites::LABEL_PREFIX),
+            exe.display().to_string(),
+        ];
+        tc.run(&tc.objcopy, &strip, "objcopy --strip-symbol")?;
         linked.push(l);
     }
 
@@ -359,7 +389,29 @@ fn build(
             },
         );
     }
-    let meta = metadata_for(args, tools, units, &layout, app, rt_symbols, stop, &user);
+    let mut call_sites = Vec::with_capacity(site_pairs.len());
+    for (unit, p) in &site_pairs {
+        let x = linked[0].labels.get(&p.x86.label);
+        let a = linked[1].labels.get(&p.a64.label);
+        let (Some(x), Some(a)) = (x, a) else {
+            bail!("label {} missing from an executable", p.x86.label);
+        };
+        call_sites.push(metadata::CallSite {
+            function: p.x86.function.clone(),
+            source: *unit,
+            callee: p.x86.callee.clone(),
+            ordinal: p.x86.ordinal,
+            file: p.x86.file.clone(),
+            line: p.x86.line,
+            column: p.x86.column,
+            return_address: metadata::IsaAddresses {
+                x86_64: *x,
+                aarch64: *a,
+            },
+        });
+    }
+    let mut meta = metadata_for(args, tools, units, &layout, app, rt_symbols, stop, &user);
+    meta.call_sites = call_sites;
     let json_path = with_ext(output, "popcorn.json");
     let json = serde_json::to_string_pretty(&meta)?;
     std::fs::write(&json_path, json + "\n")
@@ -607,6 +659,7 @@ fn metadata_for(
             stop,
         },
         symbols,
+        call_sites: Vec::new(),
     }
 }
 

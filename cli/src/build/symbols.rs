@@ -142,9 +142,11 @@ pub struct Linked {
     pub sections: HashMap<String, (u64, u64)>,
     /// Global symbol name → address.
     pub globals: HashMap<String, u64>,
+    /// Local symbols starting with the prefix given to `read_linked` → address.
+    pub labels: HashMap<String, u64>,
 }
 
-pub fn read_linked(path: &Path) -> Result<Linked, SymbolError> {
+pub fn read_linked(path: &Path, label_prefix: &str) -> Result<Linked, SymbolError> {
     let data = load(path)?;
     let file = parse(path, &data)?;
     let mut linked = Linked::default();
@@ -156,10 +158,16 @@ pub fn read_linked(path: &Path) -> Result<Linked, SymbolError> {
         }
     }
     for sym in file.symbols() {
-        if sym.is_global() && sym.section_index().is_some() {
-            if let Ok(name) = sym.name() {
-                linked.globals.insert(name.to_owned(), sym.address());
-            }
+        let Ok(name) = sym.name() else {
+            continue;
+        };
+        if sym.section_index().is_none() {
+            continue;
+        }
+        if sym.is_global() {
+            linked.globals.insert(name.to_owned(), sym.address());
+        } else if name.starts_with(label_prefix) {
+            linked.labels.insert(name.to_owned(), sym.address());
         }
     }
     Ok(linked)

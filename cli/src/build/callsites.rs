@@ -1,0 +1,305 @@
+//! Call sites that can be suspended during a migration (calls to functions
+//! that reach a migration point), matched across the two ISAs, with their
+//! return addresses in both executables.
+//!
+//! A local label `__popcorn_ret_u<unit>_<n>` is inserted into gcc's assembly
+//! right after each such call (its address is the return address); after
+//! linking the labels are read from the symbol tables and stripped. Sites
+//! match by (function, callee, k-th call to that callee in the function):
+//! both ISAs expand one source in the same order, and ISA-only helper calls
+//! (memcpy for struct copies, soft-float) have other callees.
+
+use super::checker::{call_target, operands, parse_file};
+use super::layout::Isa;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Prefix of the inserted labels.
+pub const LABEL_PREFIX: &str = "__popcorn_ret_";
+
+/// One call site in one ISA's assembly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub function: String,
+    /// Callee name, `*` for an indirect call.
+    pub callee: String,
+    /// Among the calls to `callee` in `function`, 0-based.
+    pub ordinal: usize,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    /// The label at its return address.
+    pub label: String,
+}
+
+/// Inserts a label after every call to a function in `reach` (and every
+/// indirect call). Returns the new assembly and the sites, in order.
+pub fn annotate(
+    isa: Isa,
+    asm: &str,
+    unit: usize,
+    reach: &BTreeSet<String>,
+    display: &dyn Fn(&str) -> String,
+) -> (String, Vec<Site>) {
+    let mut out = String::with_capacity(asm.len() + 1024);
+    let mut sites = Vec::new();
+    let mut files: HashMap<u32, String> = HashMap::new();
+    let mut function: Option<String> = None;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut loc = (0u32, 0u32, 0u32);
+    let mut in_inline_asm = false;
+    for raw in asm.lines() {
+        out.push_str(raw);
+        out.push('\n');
+        let line = raw.trim();
+        if line.starts_with("#APP") || line.starts_with("// #APP") {
+            in_inline_asm = true;
+            continue;
+        }
+        if line.starts_with("#NO_APP") || line.starts_with("// #NO_APP") {
+            in_inline_asm = false;
+            continue;
+        }
+        if in_inline_asm || line.is_empty() || line.starts_with('#') || line.starts_with("//") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(".file") {
+            if let Some((n, name)) = parse_file(rest) {
+                files.insert(n, name);
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(".loc") {
+            let nums: Vec<u32> = rest
+                .split_whitespace()
+                .take(3)
+                .map_while(|t| t.parse().ok())
+                .collect();
+            if nums.len() >= 2 {
+                loc = (nums[0], nums[1], nums.get(2).copied().unwrap_or(0));
+            }
+            continue;
+        }
+        if line.starts_with(".cfi_endproc") {
+            function = None;
+            continue;
+        }
+        if line.starts_with('.') {
+            continue;
+        }
+        if let Some(label) = line.strip_suffix(':') {
+            if !label.starts_with('.') && !label.contains(char::is_whitespace) {
+                function = Some(label.to_owned());
+                counts.clear();
+            }
+            continue;
+        }
+        let Some(func) = &function else {
+            continue;
+        };
+        let (mnemonic, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let ops = operands(rest);
+        let Some(callee) = call_target(isa, mnemonic, &ops) else {
+            continue;
+        };
+        if !reach.contains(&callee) {
+            continue;
+        }
+        let ordinal = counts.entry(callee.clone()).or_insert(0);
+        let label = format!("{LABEL_PREFIX}u{unit}_{}", sites.len());
+        out.push_str(&label);
+        out.push_str(":\n");
+        sites.push(Site {
+            function: func.clone(),
+            callee: callee.clone(),
+            ordinal: *ordinal,
+            file: files
+                .get(&loc.0)
+                .map_or_else(|| "?".to_owned(), |f| display(f)),
+            line: loc.1,
+            column: loc.2,
+            label,
+        });
+        *ordinal += 1;
+    }
+    (out, sites)
+}
+
+/// A call site present in both builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub x86: Site,
+    pub a64: Site,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairError {
+    #[error("{file}:{line}: in function {function}: call {ordinal} to {callee} exists only in the {isa} build")]
+    OnlyIn {
+        file: String,
+        line: u32,
+        function: String,
+        callee: String,
+        ordinal: usize,
+        isa: Isa,
+    },
+    #[error("in function {function}: call {ordinal} to {callee} is on line {x86} on x86_64 but line {a64} on aarch64")]
+    Line {
+        function: String,
+        callee: String,
+        ordinal: usize,
+        x86: u32,
+        a64: u32,
+    },
+}
+
+/// Matches the sites of one source's two builds.
+pub fn pair(x86: &[Site], a64: &[Site]) -> Result<Vec<Pair>, Vec<PairError>> {
+    type Key = (String, String, usize);
+    let key = |s: &Site| (s.function.clone(), s.callee.clone(), s.ordinal);
+    let a_map: BTreeMap<Key, &Site> = a64.iter().map(|s| (key(s), s)).collect();
+    let mut used = BTreeSet::new();
+    let mut pairs = Vec::new();
+    let mut errors = Vec::new();
+    let only = |s: &Site, isa| PairError::OnlyIn {
+        file: s.file.clone(),
+        line: s.line,
+        function: s.function.clone(),
+        callee: s.callee.clone(),
+        ordinal: s.ordinal,
+        isa,
+    };
+    for x in x86 {
+        let k = key(x);
+        match a_map.get(&k) {
+            Some(a) if a.line != x.line => errors.push(PairError::Line {
+                function: x.function.clone(),
+                callee: x.callee.clone(),
+                ordinal: x.ordinal,
+                x86: x.line,
+                a64: a.line,
+            }),
+            Some(a) => pairs.push(Pair {
+                x86: x.clone(),
+                a64: (*a).clone(),
+            }),
+            None => errors.push(only(x, Isa::X86_64)),
+        }
+        used.insert(k);
+    }
+    for a in a64 {
+        if !used.contains(&key(a)) {
+            errors.push(only(a, Isa::Aarch64));
+        }
+    }
+    if errors.is_empty() {
+        Ok(pairs)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(s: &str) -> String {
+        s.to_owned()
+    }
+
+    fn reach(names: &[&str]) -> BTreeSet<String> {
+        names
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(["*".to_owned()])
+            .collect()
+    }
+
+    const X86: &str = "\t.file 1 \"m.c\"
+main:
+\t.cfi_startproc
+\t.loc 1 5 3
+\tcall\twork
+\t.loc 1 6 3
+\tcall\tprintf@PLT
+\t.loc 1 7 3 is_stmt 0
+\tcall\twork
+\tcall\t*%rdx
+#APP
+\tcall\twork
+#NO_APP
+\tret
+\t.cfi_endproc
+";
+    const A64: &str = "\t.file 1 \"m.c\"
+main:
+\t.cfi_startproc
+\t.loc 1 5 3
+\tbl\twork
+\t.loc 1 6 3
+\tbl\tprintf
+\t.loc 1 7 3
+\tbl\tmemcpy
+\tbl\twork
+\tblr\tx1
+\tret
+\t.cfi_endproc
+";
+
+    #[test]
+    fn labels_follow_reaching_calls_only() {
+        let (out, sites) = annotate(Isa::X86_64, X86, 2, &reach(&["work"]), &same);
+        assert_eq!(sites.len(), 3);
+        assert!(out.contains("\tcall\twork\n__popcorn_ret_u2_0:\n\t.loc 1 6 3\n"));
+        assert!(out.contains("\tcall\t*%rdx\n__popcorn_ret_u2_2:\n#APP\n"));
+        // Inline asm and non-reaching calls get no label.
+        assert_eq!(out.matches(LABEL_PREFIX).count(), 3);
+        assert_eq!(
+            (
+                sites[1].callee.as_str(),
+                sites[1].ordinal,
+                sites[1].line,
+                sites[1].column
+            ),
+            ("work", 1, 7, 3)
+        );
+        assert_eq!(sites[2].callee, "*");
+        assert_eq!(sites[0].file, "m.c");
+    }
+
+    #[test]
+    fn pairs_across_isas_ignoring_isa_only_helpers() {
+        let r = reach(&["work", "memcpy"]);
+        let (_, x) = annotate(Isa::X86_64, X86, 0, &r, &same);
+        let (_, a) = annotate(Isa::Aarch64, A64, 0, &r, &same);
+        // memcpy is aarch64-only: an error when it can reach a migration point.
+        let errs = pair(&x, &a).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0]
+            .to_string()
+            .contains("call 0 to memcpy exists only in the aarch64 build"));
+        let r = reach(&["work"]);
+        let (_, x) = annotate(Isa::X86_64, X86, 0, &r, &same);
+        let (_, a) = annotate(Isa::Aarch64, A64, 0, &r, &same);
+        let pairs = pair(&x, &a).unwrap();
+        assert_eq!(pairs.len(), 3);
+        assert_eq!(pairs[1].x86.label, "__popcorn_ret_u0_1");
+        assert_eq!(pairs[1].a64.label, "__popcorn_ret_u0_1");
+    }
+
+    #[test]
+    fn line_disagreement_is_an_error() {
+        let r = reach(&["work"]);
+        let (_, x) = annotate(Isa::X86_64, X86, 0, &r, &same);
+        let (_, mut a) = annotate(Isa::Aarch64, A64, 0, &r, &same);
+        a[0].line = 99;
+        let errs = pair(&x, &a).unwrap_err();
+        assert!(matches!(
+            errs[0],
+            PairError::Line {
+                x86: 5,
+                a64: 99,
+                ..
+            }
+        ));
+    }
+}
