@@ -322,3 +322,24 @@ fn heap_arena_is_correct_and_identical_on_both_isas() {
     assert_eq!(n, e, "allocation addresses differ between the ISAs");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn type_checks_reject_state_that_cannot_cross() {
+    let dir = scratch("types");
+    let src = programs().join("xisa_types.c");
+    let r = build(&[], std::slice::from_ref(&src), &dir.join("t"));
+    let err = text(&r.stderr);
+    assert!(!r.status.success(), "accepted: {err}");
+    let file = src.display().to_string();
+    for want in [
+        format!("{file}:9: global g_scale holds a long double"),
+        format!("{file}:11: in function vsum: the function is variadic"),
+        format!("{file}:13: in function vsum: variable ap is a va_list"),
+    ] {
+        assert!(err.contains(&want), "expected {want:?} in: {err}");
+    }
+    // twice() cannot be suspended: its long double is fine.
+    assert!(!err.contains("function twice"), "{err}");
+    assert!(!dir.join("t.x86_64").exists() && !dir.join("t.aarch64").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

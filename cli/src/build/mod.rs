@@ -11,6 +11,7 @@
 
 pub mod callsites;
 pub mod checker;
+pub mod dwarfcheck;
 pub mod layout;
 pub mod metadata;
 pub mod runtime;
@@ -354,7 +355,27 @@ fn build(
         linked.push(l);
     }
 
-    // 7. Runtime symbols and metadata.
+    // 7. Types that cannot cross (long double, va_list, big structs by value).
+    let x86_exe = with_ext(output, Isa::X86_64.name());
+    let suspendable = |f: &str| {
+        args.check_all_calls || (reach.contains(f) && !runtime::MIGRATION_ROOTS.contains(&f))
+    };
+    let problems = dwarfcheck::check(&x86_exe, &suspendable)?;
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        for isa in Isa::ALL {
+            let _ = std::fs::remove_file(with_ext(output, isa.name()));
+        }
+        bail!(
+            "{} declaration{} cannot be migrated (see above); nothing was built",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+    }
+
+    // 8. Runtime symbols and metadata.
     let mut rt_symbols = BTreeMap::new();
     for name in runtime::SYMBOLS {
         let x = linked[0].globals.get(*name);
