@@ -56,9 +56,25 @@ fn literal_label(line: &str) -> Option<&str> {
     (!num.is_empty() && num.bytes().all(|b| b.is_ascii_digit())).then_some(label)
 }
 
-/// Literals of one assembly file, in order, with the line index of their
-/// label and the number of data lines after it.
-fn scan(asm: &str) -> Vec<(Literal, usize, usize)> {
+fn is_align(line: &str) -> bool {
+    let t = line.trim();
+    [".align", ".p2align", ".balign"].iter().any(|d| {
+        t.strip_prefix(d)
+            .is_some_and(|r| r.starts_with(char::is_whitespace))
+    })
+}
+
+/// A literal found by `scan`: where its label is, how many data lines
+/// follow, and the alignment directive just before it, if any.
+struct Found {
+    literal: Literal,
+    at: usize,
+    lines: usize,
+    align: Option<usize>,
+}
+
+/// Literals of one assembly file, in order.
+fn scan(asm: &str) -> Vec<Found> {
     let lines: Vec<&str> = asm.lines().collect();
     let mut out = Vec::new();
     let mut section = String::from(".text");
@@ -74,14 +90,15 @@ fn scan(asm: &str) -> Vec<(Literal, usize, usize)> {
                 .collect();
             if !body.is_empty() {
                 let n = body.len();
-                out.push((
-                    Literal {
+                out.push(Found {
+                    literal: Literal {
                         label: label.to_owned(),
                         content: body.join("\n"),
                     },
-                    i,
-                    n,
-                ));
+                    at: i,
+                    lines: n,
+                    align: (i > 0 && is_align(lines[i - 1])).then(|| i - 1),
+                });
                 i += 1 + n;
                 continue;
             }
@@ -93,7 +110,7 @@ fn scan(asm: &str) -> Vec<(Literal, usize, usize)> {
 
 /// The anonymous string literals of an assembly file, in order.
 pub fn find(asm: &str) -> Vec<Literal> {
-    scan(asm).into_iter().map(|(l, _, _)| l).collect()
+    scan(asm).into_iter().map(|f| f.literal).collect()
 }
 
 /// Pairs the literals of the two builds of one source by content (the k-th
@@ -124,18 +141,23 @@ pub fn pair(x86: &[Literal], a64: &[Literal]) -> [HashMap<String, String>; 2] {
 /// section, leaving everything else untouched.
 pub fn rewrite(asm: &str, sections: &HashMap<String, String>) -> String {
     let found = scan(asm);
-    let mut starts: HashMap<usize, (&str, usize)> = HashMap::new();
-    for (lit, at, n) in &found {
-        if let Some(sec) = sections.get(&lit.label) {
-            starts.insert(*at, (sec.as_str(), *n));
+    let mut starts: HashMap<usize, (&str, usize, Option<usize>)> = HashMap::new();
+    for f in &found {
+        if let Some(sec) = sections.get(&f.literal.label) {
+            starts.insert(f.at, (sec.as_str(), f.lines, f.align));
         }
     }
     let mut out = String::with_capacity(asm.len() + 64 * starts.len());
     let lines: Vec<&str> = asm.lines().collect();
     let mut i = 0;
     while i < lines.len() {
-        if let Some((sec, n)) = starts.get(&i) {
+        if let Some((sec, n, align)) = starts.get(&i) {
             out.push_str(&format!("\t.pushsection\t{sec},\"a\"\n"));
+            // Keep the literal's alignment (in this ISA's own spelling).
+            if let Some(a) = align {
+                out.push_str(lines[*a]);
+                out.push('\n');
+            }
             for l in &lines[i..=i + n] {
                 out.push_str(l);
                 out.push('\n');
@@ -188,6 +210,16 @@ mod tests {
         assert_eq!(mx.len(), 1);
         assert_eq!(mx[".LC0"], ".rodata.pcstr.0");
         assert_eq!(ma[".LC5"], ".rodata.pcstr.0");
+    }
+
+    #[test]
+    fn rewrite_keeps_the_alignment_before_a_literal() {
+        let mut m = HashMap::new();
+        m.insert(".LC0".to_owned(), ".rodata.pcstr.0".to_owned());
+        let out = rewrite(A64, &m);
+        assert!(out.contains(
+            "\t.pushsection\t.rodata.pcstr.0,\"a\"\n\t.align\t3\n.LC0:\n\t.string\t\"beta\"\n\t.popsection\n"
+        ));
     }
 
     #[test]
