@@ -240,6 +240,28 @@ pub struct Analysis {
     pub findings: Vec<Finding>,
     /// Function → functions it calls directly (`*` for an indirect call).
     pub calls: BTreeMap<String, BTreeSet<String>>,
+    /// Functions that grow their frame by a run-time amount (alloca, VLA):
+    /// (file, line, function).
+    pub dynamic_frames: Vec<(String, u32, String)>,
+}
+
+/// Whether the instruction moves the stack pointer by a register amount
+/// (`subq %rax, %rsp`, `sub sp, sp, x0`): alloca or a variable-length array.
+fn grows_stack_dynamically(isa: Isa, mnemonic: &str, ops: &[&str]) -> bool {
+    match isa {
+        Isa::X86_64 => {
+            (mnemonic.starts_with("sub") || mnemonic.starts_with("add"))
+                && ops.len() == 2
+                && ops[1] == "%rsp"
+                && ops[0].starts_with('%')
+        }
+        Isa::Aarch64 => {
+            (mnemonic == "sub" || mnemonic == "add")
+                && ops.len() >= 3
+                && ops[0] == "sp"
+                && ops[2].starts_with('x')
+        }
+    }
 }
 
 /// Scans one ISA's assembly of one source. `display` maps a `.file` path
@@ -248,6 +270,7 @@ pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis 
     let mut files: HashMap<u32, String> = HashMap::new();
     let mut findings = Vec::new();
     let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut dynamic_frames = Vec::new();
     let mut function: Option<String> = None;
     let mut loc = (0u32, 0u32);
     // Per written register: the calls made since the write.
@@ -304,6 +327,15 @@ pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis 
         };
         let (mnemonic, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let ops = operands(rest);
+        if grows_stack_dynamically(isa, mnemonic, &ops) {
+            let file = files
+                .get(&loc.0)
+                .map_or_else(|| "?".to_owned(), |f| display(f));
+            let site = (file, loc.1, func.clone());
+            if !dynamic_frames.contains(&site) {
+                dynamic_frames.push(site);
+            }
+        }
         let (uses, defs) = uses_defs(isa, mnemonic, &ops);
         for r in uses {
             for p in state.get(r).into_iter().flatten() {
@@ -344,7 +376,11 @@ pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis 
             state.insert(r, Vec::new());
         }
     }
-    Analysis { findings, calls }
+    Analysis {
+        findings,
+        calls,
+        dynamic_frames,
+    }
 }
 
 /// Whether `name` looks like gcc's name for a static local (`count.0`).
@@ -623,6 +659,16 @@ main:
         assert!(!ux.keys().any(|k| k.starts_with(".LC")));
         assert!(!is_static_local("1.5") && !is_static_local(".L.3") && !is_static_local("a.b"));
         assert!(is_static_local("a_1.5"));
+    }
+
+    #[test]
+    fn alloca_and_vla_frames_are_found() {
+        let x = "\t.file 1 \"v.c\"\ng:\n\t.cfi_startproc\n\tsubq\t$32, %rsp\n\t.loc 1 4 13\n\tsubq\t%rax, %rsp\n\tmovq\t%rbx, %rsp\n\t.cfi_endproc\n";
+        let a = "\t.file 1 \"v.c\"\ng:\n\t.cfi_startproc\n\tstp\tx29, x30, [sp, -48]!\n\t.loc 1 4 13\n\tsub\tsp, sp, x0\n\tmov\tsp, x29\n\tsub\tsp, sp, #16\n\t.cfi_endproc\n";
+        for (isa, text) in [(Isa::X86_64, x), (Isa::Aarch64, a)] {
+            let d = check(isa, text, &same).dynamic_frames;
+            assert_eq!(d, [("v.c".to_owned(), 4, "g".to_owned())], "{isa}");
+        }
     }
 
     #[test]

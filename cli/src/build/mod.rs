@@ -235,11 +235,17 @@ fn build(
     let mut asm: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     let mut findings = Vec::new();
     let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut dynamic_frames: Vec<(String, u32, String)> = Vec::new();
     for tc in tools {
         for (i, u) in units.iter().enumerate() {
             let text = read_text(&unit_file(work, tc.isa, i, "s"))?;
             let a = checker::check(tc.isa, &text, &display_for(u));
             findings.extend(a.findings);
+            for d in a.dynamic_frames {
+                if !dynamic_frames.contains(&d) {
+                    dynamic_frames.push(d);
+                }
+            }
             for (f, cs) in a.calls {
                 calls.entry(f).or_default().extend(cs);
             }
@@ -262,13 +268,22 @@ fn build(
     if !args.check_all_calls {
         findings.retain(|f| reach.contains(&f.callee));
     }
-    if !findings.is_empty() {
-        let lines = checker::report(&findings);
+    if !args.check_all_calls {
+        dynamic_frames.retain(|(_, _, f)| reach.contains(f));
+    }
+    if !findings.is_empty() || !dynamic_frames.is_empty() {
+        let mut lines = checker::report(&findings);
+        for (file, line, function) in &dynamic_frames {
+            lines.push(format!(
+                "{file}:{line}: in function {function}: the frame grows by a run-time amount \
+                 (alloca or a variable-length array), which cannot be translated; use malloc instead"
+            ));
+        }
         for l in &lines {
             eprintln!("{l}");
         }
         bail!(
-            "{} call site{} cannot be migrated (see above); nothing was built",
+            "{} place{} in the program cannot be migrated (see above); nothing was built",
             lines.len(),
             if lines.len() == 1 { "" } else { "s" }
         );
