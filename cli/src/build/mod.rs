@@ -36,7 +36,7 @@ pub const PAGE_SIZE: u64 = 0x1_0000;
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
     /// C source files.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "write_runtime")]
     pub sources: Vec<PathBuf>,
     /// Output name: writes OUT.x86_64, OUT.aarch64 and OUT.popcorn.json
     /// (default: the first source's name without .c).
@@ -54,6 +54,10 @@ pub struct BuildArgs {
     /// Check every call site, not only those on a path to a migration point.
     #[arg(long)]
     pub check_all_calls: bool,
+    /// Only write the runtime (popcorn.h, popcorn_rt.c) into DIR, e.g. for
+    /// an editor's include path.
+    #[arg(long, value_name = "DIR")]
+    pub write_runtime: Option<PathBuf>,
     /// Keep the intermediate files (assembly, objects) in OUT.popcorn-build/.
     #[arg(long)]
     pub keep: bool,
@@ -78,6 +82,16 @@ fn output_section(object: usize, name: &str) -> String {
 }
 
 pub fn run(args: BuildArgs) -> Result<i32> {
+    if let Some(dir) = &args.write_runtime {
+        runtime::write(dir).with_context(|| format!("write the runtime to {}", dir.display()))?;
+        println!(
+            "wrote {} and {} to {}",
+            runtime::HEADER_NAME,
+            runtime::SOURCE_NAME,
+            dir.display()
+        );
+        return Ok(0);
+    }
     for s in &args.sources {
         if !s.is_file() {
             bail!("no such source file: {}", s.display());
