@@ -133,10 +133,10 @@ fn header_lines(app: &App, interval_ms: u64) -> Vec<Line<'static>> {
     if let Some(e) = app.fetch_error() {
         let shown = app
             .view()
-            .map(|v| format!("; showing the view of {}", clock(v.at_unix_ms)))
+            .map(|v| format!(", showing the view of {}", clock(v.at_unix_ms)))
             .unwrap_or_default();
         lines.push(Line::styled(
-            format!("agent unreachable: {e} (retrying every {interval_ms} ms{shown})"),
+            format!("agent unreachable (retrying every {interval_ms} ms{shown}): {e}"),
             ERROR,
         ));
     }
@@ -663,7 +663,8 @@ mod tests {
         app.fetch_failed("no popcorn agent is running for node 'a'".into());
         let text = screen(&app);
         assert!(text.contains("waiting for the agent"), "{text}");
-        assert!(text.contains("agent unreachable: no popcorn agent is running"));
+        assert!(text
+            .contains("agent unreachable (retrying every 1000 ms): no popcorn agent is running"));
         app.update(sample());
         app.fetch_failed("connection refused".into());
         let text = screen(&app);
