@@ -79,7 +79,7 @@ fn once(target: &Target, args: &TopArgs) -> Result<i32> {
         "{}",
         render::to_text(
             &app,
-            args.interval,
+            None,
             args.width.unwrap_or(w),
             args.height.unwrap_or(h)
         )?
@@ -123,7 +123,7 @@ fn live(target: &Target, interval_ms: u64) -> Result<i32> {
             dirty = true;
         }
         if dirty {
-            screen.draw(|frame| render::draw(frame, &app, interval_ms))?;
+            screen.draw(|frame| render::draw(frame, &app, Some(interval_ms)))?;
             dirty = false;
         }
         if !event::poll(TICK)? {
