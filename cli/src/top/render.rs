@@ -75,7 +75,7 @@ pub fn draw(frame: &mut Frame, app: &App, interval_ms: Option<u64>) {
         frame.render_widget(Paragraph::new(lines), frame.area());
         return;
     };
-    let nodes_rows = (view.nodes.len() as u16 + 3).min(14);
+    let nodes_rows = view.nodes.len().min(11) as u16 + 3;
     let detail_rows = if app.show_threads() {
         DETAIL_ROWS_THREADS
     } else {
