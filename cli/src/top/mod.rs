@@ -55,10 +55,12 @@ pub fn run(target: &Target, args: TopArgs) -> Result<i32> {
         bail!("--width and --height apply to --once only (the live monitor fills the terminal)");
     }
     if args.once {
-        once(target, &args)
-    } else {
-        live(target, args.interval)
+        return once(target, &args);
     }
+    if !std::io::stdout().is_terminal() {
+        bail!("the live monitor needs a terminal; use `popcorn top --once` (or --once --json) for output to a pipe or file");
+    }
+    live(target, args.interval)
 }
 
 /// One view, printed as JSON or as one screen of text.
@@ -79,7 +81,7 @@ fn once(target: &Target, args: &TopArgs) -> Result<i32> {
         "{}",
         render::to_text(
             &app,
-            args.interval,
+            None,
             args.width.unwrap_or(w),
             args.height.unwrap_or(h)
         )?
@@ -123,7 +125,7 @@ fn live(target: &Target, interval_ms: u64) -> Result<i32> {
             dirty = true;
         }
         if dirty {
-            screen.draw(|frame| render::draw(frame, &app, interval_ms))?;
+            screen.draw(|frame| render::draw(frame, &app, Some(interval_ms)))?;
             dirty = false;
         }
         if !event::poll(TICK)? {
