@@ -21,7 +21,7 @@ use crate::peers::{Inbound, Peers};
 use crate::sync::lock;
 use crate::table::ProcessTable;
 use popcorn_checkpoint::ProcessState;
-use popcorn_proto::control::{ExitStatus, MigrationReport};
+use popcorn_proto::control::{ExitStatus, MigrateRequest, MigrationReport};
 use popcorn_proto::wire::PeerMessage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -86,14 +86,7 @@ pub enum PeerCall {
     Abort { pid: i32 },
     /// A user's `popcorn migrate` received by the process's home node,
     /// forwarded to the node it runs on.
-    Migrate {
-        pid: i32,
-        to: String,
-        #[serde(default)]
-        no_push: bool,
-        #[serde(default)]
-        wait: bool,
-    },
+    Migrate(MigrateRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,15 +239,7 @@ impl Migrations {
             PeerCall::Offer(offer) => self.accept_offer(from, *offer, attached).await,
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
-            PeerCall::Migrate {
-                pid,
-                to,
-                no_push,
-                wait,
-            } => self
-                .migrate(pid, &to, no_push, wait)
-                .await
-                .map(PeerAnswer::Migrated),
+            PeerCall::Migrate(req) => self.migrate(&req).await.map(PeerAnswer::Migrated),
         };
         r.unwrap_or_else(|message| PeerAnswer::Error { message })
     }
@@ -373,5 +358,35 @@ impl Migrations {
     pub(crate) fn hub_finished(&self, pid: i32, status: ExitStatus) {
         lock(&self.hubs).remove(&pid);
         self.table.finish(pid, status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_migrate_wire_form_is_stable() {
+        let call = PeerCall::Migrate(MigrateRequest {
+            pid: 9,
+            to: "c".into(),
+            no_push: false,
+            wait: true,
+        });
+        let body = encode(&call);
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            "{\"call\":\"migrate\",\"pid\":9,\"to\":\"c\",\"no_push\":false,\"wait\":true}"
+        );
+        match decode_call(b"{\"call\":\"migrate\",\"pid\":9,\"to\":\"c\"}").unwrap() {
+            (PeerCall::Migrate(req), rest) => {
+                assert_eq!(
+                    (req.pid, req.to.as_str(), req.no_push, req.wait),
+                    (9, "c", false, false)
+                );
+                assert!(rest.is_empty());
+            }
+            (other, _) => panic!("decoded {other:?}"),
+        }
     }
 }
