@@ -7,15 +7,12 @@
 //! - [`incoming`]: the destination's restore, commit and abort.
 //! - [`pager`]: the destination's userfaultfd server (post-copy).
 //! - [`relay`]: stdin/stdout/stderr between the home node and the host.
-//! - [`timers`]: interval timers read at the origin, armed at the
-//!   destination.
 
 pub mod channel;
 pub mod incoming;
 pub mod outgoing;
 pub mod pager;
 pub mod relay;
-pub mod timers;
 
 use crate::peers::{Inbound, Peers};
 use crate::sync::lock;
@@ -56,9 +53,6 @@ pub struct Offer {
     /// reading the real stdin where the process stopped).
     #[serde(default)]
     pub stdin: relay::StdinBacklog,
-    /// Armed `setitimer` timers, re-armed before the process resumes.
-    #[serde(default)]
-    pub itimers: Vec<timers::Itimer>,
     /// Pull pages in the background (else only on fault).
     #[serde(default = "yes")]
     pub background_push: bool,

@@ -238,7 +238,6 @@ impl Migrations {
             .ok_or_else(|| format!("process {pid} vanished from the table"))?;
         let frozen_us = t0.elapsed().as_micros() as u64;
         let state = handle.capture(PageScan::FileMappings).await?;
-        let itimers = handle.itimers().await?;
         let captured_us = t0.elapsed().as_micros() as u64;
         let files = carried_files(&state.fds, &self.node)?;
         let relay = lock(&self.hosted).get(&pid).cloned();
@@ -280,7 +279,6 @@ impl Migrations {
             nodes: info.nodes.clone(),
             files,
             stdin,
-            itimers,
             background_push: !no_push,
             attached,
             state,
