@@ -3,7 +3,7 @@
 //! its own connection, all reporting through one channel.
 
 use crate::client::Target;
-use popcorn_proto::control::{MigrationReport, Reply, Request};
+use popcorn_proto::control::{MigrateRequest, MigrationReport, Reply, Request};
 use popcorn_proto::monitor::ClusterView;
 use std::sync::mpsc::Sender;
 use std::thread;
@@ -46,12 +46,12 @@ pub fn spawn_refresher(target: Target, interval: Duration, tx: Sender<Update>) {
 /// Sends one migration (not waiting for the pages) and reports its outcome.
 pub fn spawn_migration(target: Target, pid: i32, to: String, tx: Sender<Update>) {
     thread::spawn(move || {
-        let request = Request::Migrate {
+        let request = Request::Migrate(MigrateRequest {
             pid,
             to: to.clone(),
             no_push: false,
             wait: false,
-        };
+        });
         let outcome = match target.call(&request) {
             Ok(Reply::Migrated(report)) => Ok(report),
             Ok(other) => Err(format!("unexpected reply from the agent: {other:?}")),
@@ -190,12 +190,12 @@ mod tests {
         }
         assert_eq!(
             agent.join().ok(),
-            Some(vec![Request::Migrate {
+            Some(vec![Request::Migrate(MigrateRequest {
                 pid: 7,
                 to: "b".into(),
                 no_push: false,
                 wait: false
-            }])
+            })])
         );
         let _ = std::fs::remove_file(&path);
     }
