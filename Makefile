@@ -9,7 +9,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-DEBIAN_PACKAGES := build-essential gcc clang libbpf-dev iproute2 util-linux procps iputils-ping tmux pkg-config
+DEBIAN_PACKAGES := build-essential gcc clang libbpf-dev iproute2 util-linux procps iputils-ping tmux pkg-config gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 
 .PHONY: deps build test demo bench clean-clusters root
 

@@ -11,6 +11,7 @@
 
 mod error;
 mod freeze;
+pub mod gdb;
 mod inject;
 mod pagemap;
 mod process;
