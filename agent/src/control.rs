@@ -172,14 +172,9 @@ async fn handle_conn(stream: UnixStream, agent: Arc<Agent>) -> io::Result<()> {
             Err(e) => error(e),
             Ok(()) => kill(&agent, pid, signal).await,
         },
-        Request::Migrate {
-            pid,
-            to,
-            no_push,
-            wait,
-        } => match check_access(&agent, caller, pid, "migrate") {
+        Request::Migrate(req) => match check_access(&agent, caller, req.pid, "migrate") {
             Err(e) => error(e),
-            Ok(()) => match agent.migrations.migrate(pid, &to, no_push, wait).await {
+            Ok(()) => match agent.migrations.migrate(&req).await {
                 Ok(report) => Reply::Migrated(report),
                 Err(e) => error(e),
             },

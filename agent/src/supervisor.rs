@@ -9,7 +9,6 @@
 //! *attached* one controls an existing process for `freeze`/`inspect` and
 //! ends once the process is thawed.
 
-use crate::migrate::timers::{self, Itimer};
 use crate::sys::{self, EventFd};
 use popcorn_checkpoint::restore::Worker;
 use popcorn_checkpoint::{FrozenProcess, PageScan, ProcessState};
@@ -33,8 +32,6 @@ pub enum Request {
     Capture(PageScan, Reply<Box<ProcessState>>),
     /// A duplicate of one of the frozen process's descriptors.
     DupFd(i32, Reply<OwnedFd>),
-    /// The frozen process's armed interval timers (for a migration).
-    Itimers(Reply<Vec<Itimer>>),
     /// Kill the frozen process and end the supervisor without reporting an
     /// exit: it was migrated and the copy here is no longer needed.
     Discard(Reply<()>),
@@ -76,10 +73,6 @@ impl Handle {
 
     pub async fn dup_fd(&self, fd: i32) -> Result<OwnedFd, String> {
         self.ask(|r| Request::DupFd(fd, r)).await
-    }
-
-    pub async fn itimers(&self) -> Result<Vec<Itimer>, String> {
-        self.ask(Request::Itimers).await
     }
 
     pub async fn discard(&self) -> Result<(), String> {
@@ -449,13 +442,6 @@ fn handle(pid: i32, req: Request, frozen: &mut Option<FrozenProcess>, events: &d
         Request::DupFd(fd, reply) => {
             let r = match frozen {
                 Some(f) => f.dup_fd(fd).map_err(|e| e.to_string()),
-                None => Err(format!("process {pid} is not frozen")),
-            };
-            let _ = reply.send(r);
-        }
-        Request::Itimers(reply) => {
-            let r = match frozen {
-                Some(f) => timers::read(f),
                 None => Err(format!("process {pid} is not frozen")),
             };
             let _ = reply.send(r);

@@ -11,6 +11,7 @@
 
 mod error;
 mod freeze;
+pub mod gdb;
 mod inject;
 mod pagemap;
 mod process;
@@ -27,7 +28,8 @@ compile_error!("popcorn-checkpoint supports x86_64 Linux only");
 pub use error::Error;
 pub use freeze::{process_exists, process_owner_uid, FrozenProcess};
 pub use process::{
-    read_fds, scan_populated, Disposition, FdState, PageScan, ProcessState, Rlimit, SigAction,
+    read_fds, scan_populated, Disposition, FdState, Itimer, PageScan, ProcessState, Rlimit,
+    SigAction,
 };
 pub use procfs::fd::FdKind;
 pub use procfs::maps::{Backing, PageRange, Vma};

@@ -1,13 +1,15 @@
 //! Whole-process state ([`ProcessState`]) and [`FrozenProcess::capture`]:
 //! `/proc` files, `prlimit` from the tracer, and one batch of injected
 //! syscalls per thread for what only the process itself can report
-//! (sigactions, sigaltstack, `clear_child_tid`, current break).
+//! (sigactions, sigaltstack, `clear_child_tid`, current break, interval
+//! timers).
 
 use crate::inject::{find_syscall_instruction, Injection};
 use crate::procfs::fd::{self, FdKind};
 use crate::procfs::maps::{self, Backing, Vma};
 use crate::procfs::stat::MmFields;
 use crate::procfs::{self, auxv, status};
+use crate::sys::itimer::{self, ITIMERVAL_SIZE};
 use crate::sys::{mem, misc, ptrace};
 use crate::thread::{capture_thread, PendingSignal, SigAltStack, ThreadState};
 use crate::{Error, FrozenProcess};
@@ -28,6 +30,10 @@ const THREAD_SLOT: u64 = 32;
 /// Bytes per kernel `struct sigaction`: handler, flags, restorer, mask.
 const SIGACTION_SIZE: u64 = 32;
 const NSIG: u64 = 64;
+/// Bytes of the main thread's scratch for the interval timers.
+const ITIMERS_SIZE: u64 = ITIMERVAL_SIZE as u64 * itimer::WHICH.len() as u64;
+/// Main thread's scratch beyond [`THREAD_SLOT`]: sigactions, then timers.
+const MAIN_EXTRA: u64 = SIGACTION_SIZE * NSIG + ITIMERS_SIZE;
 
 /// What a signal does when delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +67,30 @@ pub struct Rlimit {
     /// `u64::MAX` = unlimited.
     pub soft: u64,
     pub hard: u64,
+}
+
+/// One armed interval timer (`setitimer(2)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Itimer {
+    /// `ITIMER_REAL`, `ITIMER_VIRTUAL` or `ITIMER_PROF`.
+    pub which: i32,
+    pub interval_us: u64,
+    /// Time left until it next fires.
+    pub value_us: u64,
+}
+
+impl Itimer {
+    /// A periodic `ITIMER_REAL` that has fired and waits for its SIGALRM to
+    /// be dequeued, which re-arms it (`getitimer` reports a zero value
+    /// meanwhile, e.g. when it fired while the process was frozen).
+    pub fn pending_rearm(&self) -> bool {
+        self.which == libc::ITIMER_REAL && self.value_us == 0 && self.interval_us != 0
+    }
+
+    /// Whether it will fire again (else it is disarmed and not kept).
+    fn live(&self) -> bool {
+        self.value_us != 0 || self.pending_rearm()
+    }
 }
 
 /// One open file descriptor.
@@ -102,6 +132,9 @@ pub struct ProcessState {
     pub fds: Vec<FdState>,
     /// Signals queued for the whole process.
     pub shared_pending_signals: Vec<PendingSignal>,
+    /// Interval timers that will fire (see [`Itimer::pending_rearm`]).
+    #[serde(default)]
+    pub itimers: Vec<Itimer>,
 }
 
 const RLIMIT_NAMES: [&str; 16] = [
@@ -162,6 +195,7 @@ struct Injected {
     brk: u64,
     sigactions: Vec<(u64, [u64; 4])>,
     per_thread: Vec<(i32, SigAltStack, u64)>,
+    itimers: Vec<Itimer>,
 }
 
 /// Which mappings [`FrozenProcess::capture_with`] scans for populated pages.
@@ -258,6 +292,7 @@ impl FrozenProcess {
             rlimits: read_rlimits(pid)?,
             fds: read_fds(pid)?,
             shared_pending_signals: self.shared_pending()?,
+            itimers: injected.itimers,
         };
         debug!(pid, us = t0.elapsed().as_micros() as u64, "captured");
         Ok(state)
@@ -297,7 +332,7 @@ impl FrozenProcess {
             sessions.push(self.begin_injection(tid)?);
         }
         let sizes: Vec<u64> = (0..tids.len())
-            .map(|i| THREAD_SLOT + if i == main { SIGACTION_SIZE * NSIG } else { 0 })
+            .map(|i| THREAD_SLOT + if i == main { MAIN_EXTRA } else { 0 })
             .collect();
         let on_stack: Option<Vec<u64>> = sessions
             .iter()
@@ -393,7 +428,8 @@ fn stack_scratch(rsp: u64, len: u64, vmas: &[Vma]) -> Option<u64> {
 }
 
 /// Runs the queries in rounds; every thread gets `sigaltstack` and
-/// `PR_GET_TID_ADDRESS`, the main thread also `brk(0)` and the sigactions.
+/// `PR_GET_TID_ADDRESS`, the main thread also `brk(0)`, the sigactions and
+/// `getitimer`.
 fn run_queries(
     pid: i32,
     sessions: &mut [Injection],
@@ -415,6 +451,9 @@ fn run_queries(
                 for &sig in signals {
                     let at = slot + THREAD_SLOT + (sig - 1) * SIGACTION_SIZE;
                     c.push((SYS_RT_SIGACTION, [sig, 0, at, 8, 0, 0]));
+                }
+                for (k, &which) in itimer::WHICH.iter().enumerate() {
+                    c.push(itimer::getitimer(which, slot + itimer_offset(k)));
                 }
             }
             c
@@ -481,11 +520,32 @@ fn run_queries(
             )
         })
         .collect();
+    let itimers = itimer::WHICH
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &which)| {
+            let o = itimer_offset(k) as usize;
+            let b: &[u8; ITIMERVAL_SIZE] = m.get(o..o + ITIMERVAL_SIZE)?.try_into().ok()?;
+            let (interval_us, value_us) = itimer::decode(b);
+            let t = Itimer {
+                which,
+                interval_us,
+                value_us,
+            };
+            t.live().then_some(t)
+        })
+        .collect();
     Ok(Injected {
         brk,
         sigactions,
         per_thread,
+        itimers,
     })
+}
+
+/// Offset of the `k`th timer in the main thread's scratch.
+fn itimer_offset(k: usize) -> u64 {
+    THREAD_SLOT + SIGACTION_SIZE * NSIG + k as u64 * ITIMERVAL_SIZE as u64
 }
 
 fn read_personality(pid: i32) -> Result<u64, Error> {
@@ -560,6 +620,21 @@ mod tests {
         assert_eq!(signals_to_query(cgt), vec![10, 15]);
         assert!(signals_to_query(0).is_empty());
         assert_eq!(signals_to_query((1 << 63) | (1 << 16)), vec![17, 64]);
+    }
+
+    #[test]
+    fn expired_periodic_real_timer_is_kept() {
+        let t = |which, interval_us, value_us| Itimer {
+            which,
+            interval_us,
+            value_us,
+        };
+        assert!(t(libc::ITIMER_REAL, 50_000, 0).pending_rearm());
+        assert!(t(libc::ITIMER_REAL, 50_000, 0).live());
+        assert!(!t(libc::ITIMER_REAL, 0, 0).live());
+        assert!(!t(libc::ITIMER_VIRTUAL, 50_000, 0).live());
+        assert!(t(libc::ITIMER_PROF, 0, 10).live());
+        assert!(!t(libc::ITIMER_REAL, 50_000, 7).pending_rearm());
     }
 
     #[test]

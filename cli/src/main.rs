@@ -11,7 +11,7 @@ mod top;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use client::Target;
-use popcorn_proto::control::{Reply, Request};
+use popcorn_proto::control::{MigrateRequest, Reply, Request};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -172,12 +172,12 @@ fn dispatch(target: &Target, command: Command) -> Result<i32> {
             json,
             no_push,
             wait,
-        } => match target.call(&Request::Migrate {
+        } => match target.call(&Request::Migrate(MigrateRequest {
             pid,
             to,
             no_push,
             wait,
-        })? {
+        }))? {
             Reply::Migrated(report) => show::migration(&report, json),
             other => unexpected(other),
         },

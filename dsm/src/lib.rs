@@ -5,7 +5,8 @@
 //! - [`postcopy`]: the pure (no I/O) page state machine of one migrated
 //!   address space on the destination: fault decisions, arrivals and the
 //!   adaptive background pusher.
-//! - [`baseline`]: the raw userfaultfd round trip, for benchmarks.
+//! - [`baseline`]: local ceilings for benchmarks: the raw userfaultfd round
+//!   trip, and how fast fresh memory fills through `UFFDIO_COPY` or `memcpy`.
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 compile_error!("popcorn-dsm supports x86_64 Linux only");

@@ -33,16 +33,22 @@ pub enum Request {
     /// Capture a process's state (freezing it briefly if it runs).
     Inspect { pid: i32 },
     /// Move a running process to another node (live, post-copy).
-    /// `no_push`: fetch pages only on fault (for measuring faults);
-    /// `wait`: answer once every page has reached the destination.
-    Migrate {
-        pid: i32,
-        to: String,
-        #[serde(default)]
-        no_push: bool,
-        #[serde(default)]
-        wait: bool,
-    },
+    Migrate(MigrateRequest),
+}
+
+/// Which process to move where, and how; the agents forward it unchanged
+/// to the node the process runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    pub pid: i32,
+    /// Destination node.
+    pub to: String,
+    /// Fetch pages only on fault (for measuring faults).
+    #[serde(default)]
+    pub no_push: bool,
+    /// Answer once every page has reached the destination.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,12 +228,12 @@ mod tests {
             Request::Freeze { pid: 1 },
             Request::Thaw { pid: 1 },
             Request::Inspect { pid: 1 },
-            Request::Migrate {
+            Request::Migrate(MigrateRequest {
                 pid: 2,
                 to: "b".into(),
                 no_push: false,
                 wait: true,
-            },
+            }),
         ];
         for r in reqs {
             let line = encode_line(&r);
@@ -245,6 +251,25 @@ mod tests {
         assert_eq!(
             String::from_utf8(encode_line(&Request::Freeze { pid: 5 })).unwrap(),
             "{\"op\":\"freeze\",\"pid\":5}\n"
+        );
+        let migrate = Request::Migrate(MigrateRequest {
+            pid: 5,
+            to: "b".into(),
+            no_push: true,
+            wait: false,
+        });
+        assert_eq!(
+            String::from_utf8(encode_line(&migrate)).unwrap(),
+            "{\"op\":\"migrate\",\"pid\":5,\"to\":\"b\",\"no_push\":true,\"wait\":false}\n"
+        );
+        assert_eq!(
+            decode_line::<Request>(b"{\"op\":\"migrate\",\"pid\":5,\"to\":\"b\"}").unwrap(),
+            Request::Migrate(MigrateRequest {
+                pid: 5,
+                to: "b".into(),
+                no_push: false,
+                wait: false,
+            })
         );
     }
 

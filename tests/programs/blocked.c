@@ -17,17 +17,11 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 static _Atomic int word;
 static long read_eintr, futex_eintr, futex_err, sleep_eintr;
 static int sleep_short;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
 
 static void *sleeper(void *arg)
 {

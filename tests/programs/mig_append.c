@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 int main(int argc, char **argv) {
     if (argc != 4) {
@@ -39,8 +39,7 @@ int main(int argc, char **argv) {
         }
         printf("count %d\n", i);
         fflush(stdout);
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        sleep_ms(10);
     }
     printf("done\n");
     return 0;

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 int main(int argc, char **argv) {
     int count = argc > 1 ? atoi(argv[1]) : 300;
@@ -43,8 +43,7 @@ int main(int argc, char **argv) {
             have -= nl + 1 - buf;
             memmove(buf, nl + 1, have + 1);
         }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        sleep_ms(10);
     }
     printf("final\n");
     return 7;

@@ -7,15 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
-
-static uint64_t next(uint64_t *x) {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    return *x;
-}
+#include "common.h"
 
 int main(int argc, char **argv) {
     if (argc != 3) {
@@ -29,26 +21,17 @@ int main(int argc, char **argv) {
         perror("mmap");
         return 1;
     }
-    uint64_t x = 0x9e3779b97f4a7c15ull, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        buf[i] = next(&x);
-        s = s * 31 + buf[i];
-    }
-    printf("sum %llu\n", (unsigned long long)s);
+    const uint64_t seed = 0x9e3779b97f4a7c15ull;
+    fill_xorshift(buf, n, seed);
+    printf("sum %llu\n", (unsigned long long)checksum(buf, n));
     fflush(stdout);
-    while (access(argv[2], F_OK) != 0) {
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    uint64_t f = 0;
-    x = 0x9e3779b97f4a7c15ull;
+    wait_for_file(argv[2]);
+    printf("final %llu\n", (unsigned long long)checksum(buf, n));
+    uint64_t x = seed;
     size_t bad = n;
-    for (size_t i = 0; i < n; i++) {
-        f = f * 31 + buf[i];
-        if (buf[i] != next(&x) && bad == n)
+    for (size_t i = 0; i < n && bad == n; i++)
+        if (buf[i] != xorshift64(&x))
             bad = i;
-    }
-    printf("final %llu\n", (unsigned long long)f);
     if (bad == n)
         printf("ok\n");
     else

@@ -8,8 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 static size_t n = (16u << 20) / 8;
 static uint64_t *b;
@@ -36,10 +36,7 @@ int main(int argc, char **argv) {
         b[i] = word(i);
     printf("ready\n");
     fflush(stdout);
-    while (access(argv[1], F_OK) != 0) {
-        struct timespec ts = {0, 5000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_for_file(argv[1]);
     pid_t p = fork();
     if (p < 0) {
         perror("fork");

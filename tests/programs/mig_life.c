@@ -27,8 +27,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 #define MIB (1UL << 20)
 
@@ -52,11 +52,6 @@ static void report(const char *what, const char *why) {
 }
 
 static uint64_t word(size_t i) { return i * 0x9e3779b97f4a7c15ull + 12345; }
-
-static void sleep_ms(long ms) {
-    struct timespec ts = {0, ms * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static const char *check_malloc(int phase) {
     for (int i = 1; i <= 12; i++) {
@@ -243,8 +238,7 @@ int main(int argc, char **argv) {
     for (int phase = 1; phase <= 2; phase++) {
         char trigger[4096];
         snprintf(trigger, sizeof trigger, "%s%d", argv[1], phase);
-        while (access(trigger, F_OK) != 0)
-            sleep_ms(5);
+        wait_for_file(trigger);
         if (phase == 1)
             report("timer-before", check_timer_before());
         report("malloc", check_malloc(phase));

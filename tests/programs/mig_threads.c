@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -46,9 +47,8 @@ static void unlock(void) {
         die("mutex_unlock", e);
 }
 
-static void sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    if (nanosleep(&ts, NULL) != 0)
+static void nap(long ms) {
+    if (sleep_ms(ms) != 0)
         die("nanosleep", errno);
 }
 
@@ -98,7 +98,7 @@ static void *stdin_reader(void *arg) {
 
 static void *ticker(void *arg) {
     for (int i = 1; i <= ticks; i++) {
-        sleep_ms(30);
+        nap(30);
         lock();
         tick_total += i;
         unlock();
@@ -144,7 +144,7 @@ static void *waiter(void *arg) {
 
 static void *worker(void *arg) {
     for (int r = 0; r < rounds; r++) {
-        sleep_ms(10);
+        nap(10);
         lock();
         counter++;
         unlock();

@@ -19,19 +19,13 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 static int scale = 1;
 
 static atomic_long eintr_count;
 static atomic_long short_sleeps;
 static atomic_long unexpected;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
 
 static uint64_t mix(uint64_t h, uint64_t v)
 {

@@ -7,18 +7,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 #define SIZE (16u << 20)
 #define COUNT 150
-
-static uint64_t checksum(const uint64_t *b, size_t n) {
-    uint64_t s = 0;
-    for (size_t i = 0; i < n; i++)
-        s = s * 31 + b[i];
-    return s;
-}
 
 int main(void) {
     sigset_t usr1;
@@ -29,20 +22,13 @@ int main(void) {
     uint64_t *buf = malloc(SIZE);
     if (!buf)
         return 1;
-    uint64_t x = 88172645463325252ull;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        buf[i] = x;
-    }
+    fill_xorshift(buf, n, XORSHIFT_SEED);
     printf("sum %llu\n", (unsigned long long)checksum(buf, n));
     fflush(stdout);
     for (int i = 0; i < COUNT; i++) {
         printf("count %d\n", i);
         fflush(stdout);
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        sleep_ms(10);
     }
     sigset_t pending;
     sigpending(&pending);

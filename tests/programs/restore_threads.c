@@ -5,8 +5,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
+#include "common.h"
 
 #define THREADS 3
 #define COUNT 120
@@ -22,8 +22,7 @@ static void *run(void *arg) {
         printf("t%ld %d %ld\n", k, i, (long)syscall(SYS_gettid));
         fflush(stdout);
         pthread_mutex_unlock(&lock);
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        sleep_ms(10);
     }
     return NULL;
 }

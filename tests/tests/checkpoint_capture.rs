@@ -217,3 +217,25 @@ fn capture_of_multithreaded_process() {
         "read_eintr=0 futex_eintr=0 futex_err=0 sleep_eintr=0 sleep_short=0"
     );
 }
+
+#[test]
+fn capture_includes_interval_timers() {
+    // mig_life arms a 50 ms ITIMER_REAL, prints "ready" and waits for a
+    // trigger file that never appears.
+    let mut r = Running::start("mig_life", &["/nonexistent/popcorn-trigger"]);
+    r.wait_for("ready", Duration::from_secs(30));
+    let mut f = FrozenProcess::freeze(r.pid()).unwrap();
+    let s = f.capture().unwrap();
+    // Frozen for two periods: the timer fires, its SIGALRM stays pending,
+    // and it only re-arms when the signal is dequeued.
+    std::thread::sleep(Duration::from_millis(120));
+    let later = f.capture().unwrap();
+    f.thaw().unwrap();
+    assert_eq!(s.itimers.len(), 1, "{:?}", s.itimers);
+    let t = s.itimers[0];
+    assert_eq!(t.which, libc::ITIMER_REAL);
+    assert_eq!(t.interval_us, 50_000);
+    assert!(t.value_us > 0 && t.value_us <= 50_000, "{t:?}");
+    assert_eq!(later.itimers.len(), 1, "{:?}", later.itimers);
+    assert!(later.itimers[0].pending_rearm(), "{:?}", later.itimers);
+}

@@ -5,7 +5,6 @@
 use super::channel::PageChannel;
 use super::pager::{self, PagerHandle, PagerSpec};
 use super::relay::HostRelay;
-use super::timers;
 use super::{encode, lock, Migrations, Offer, PeerAnswer, PeerNotice};
 use crate::supervisor::{self, Commit, Handle};
 use popcorn_checkpoint::restore::{
@@ -133,7 +132,6 @@ impl Migrations {
             at += len as usize;
         }
         let background_push = offer.background_push;
-        let itimers = offer.itimers;
         let setup = move || -> Result<(Worker, PagerHandle), String> {
             let spec = WorkerSpec {
                 pid_ns: None,
@@ -191,9 +189,8 @@ impl Migrations {
                 pager_me.pager_finished(pid, &pager_origin, send_done);
                 let _ = done_tx.send(true);
             })?;
-            let restored = restore_process_state(&mut w.process, &state, &layout)
-                .map_err(|e| e.to_string())
-                .and_then(|()| timers::arm(&mut w.process, &itimers));
+            let restored =
+                restore_process_state(&mut w.process, &state, &layout).map_err(|e| e.to_string());
             if let Err(e) = restored {
                 pager.stop();
                 return Err(e);

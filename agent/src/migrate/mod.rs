@@ -7,22 +7,19 @@
 //! - [`incoming`]: the destination's restore, commit and abort.
 //! - [`pager`]: the destination's userfaultfd server (post-copy).
 //! - [`relay`]: stdin/stdout/stderr between the home node and the host.
-//! - [`timers`]: interval timers read at the origin, armed at the
-//!   destination.
 
 pub mod channel;
 pub mod incoming;
 pub mod outgoing;
 pub mod pager;
 pub mod relay;
-pub mod timers;
 
 use crate::monitor::Monitor;
 use crate::peers::{Inbound, Peers};
 use crate::sync::lock;
 use crate::table::ProcessTable;
 use popcorn_checkpoint::ProcessState;
-use popcorn_proto::control::{ExitStatus, MigrationReport};
+use popcorn_proto::control::{ExitStatus, MigrateRequest, MigrationReport};
 use popcorn_proto::monitor::NodeReport;
 use popcorn_proto::wire::PeerMessage;
 use serde::{Deserialize, Serialize};
@@ -58,9 +55,6 @@ pub struct Offer {
     /// reading the real stdin where the process stopped).
     #[serde(default)]
     pub stdin: relay::StdinBacklog,
-    /// Armed `setitimer` timers, re-armed before the process resumes.
-    #[serde(default)]
-    pub itimers: Vec<timers::Itimer>,
     /// Pull pages in the background (else only on fault).
     #[serde(default = "yes")]
     pub background_push: bool,
@@ -90,14 +84,7 @@ pub enum PeerCall {
     Report,
     /// A user's `popcorn migrate` received by the process's home node,
     /// forwarded to the node it runs on.
-    Migrate {
-        pid: i32,
-        to: String,
-        #[serde(default)]
-        no_push: bool,
-        #[serde(default)]
-        wait: bool,
-    },
+    Migrate(MigrateRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,15 +267,7 @@ impl Migrations {
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
             PeerCall::Report => Ok(PeerAnswer::Report(Box::new(self.monitor.report()))),
-            PeerCall::Migrate {
-                pid,
-                to,
-                no_push,
-                wait,
-            } => self
-                .migrate(pid, &to, no_push, wait)
-                .await
-                .map(PeerAnswer::Migrated),
+            PeerCall::Migrate(req) => self.migrate(&req).await.map(PeerAnswer::Migrated),
         };
         r.unwrap_or_else(|message| PeerAnswer::Error { message })
     }
@@ -407,5 +386,35 @@ impl Migrations {
     pub(crate) fn hub_finished(&self, pid: i32, status: ExitStatus) {
         lock(&self.hubs).remove(&pid);
         self.table.finish(pid, status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_migrate_wire_form_is_stable() {
+        let call = PeerCall::Migrate(MigrateRequest {
+            pid: 9,
+            to: "c".into(),
+            no_push: false,
+            wait: true,
+        });
+        let body = encode(&call);
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            "{\"call\":\"migrate\",\"pid\":9,\"to\":\"c\",\"no_push\":false,\"wait\":true}"
+        );
+        match decode_call(b"{\"call\":\"migrate\",\"pid\":9,\"to\":\"c\"}").unwrap() {
+            (PeerCall::Migrate(req), rest) => {
+                assert_eq!(
+                    (req.pid, req.to.as_str(), req.no_push, req.wait),
+                    (9, "c", false, false)
+                );
+                assert!(rest.is_empty());
+            }
+            (other, _) => panic!("decoded {other:?}"),
+        }
     }
 }

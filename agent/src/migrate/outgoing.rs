@@ -11,7 +11,7 @@ use super::{
 };
 use crate::supervisor::Handle;
 use popcorn_checkpoint::{Backing, FdKind, FdState, PageScan, ProcessState, Vma};
-use popcorn_proto::control::{MigrationReport, ProcessStateKind};
+use popcorn_proto::control::{MigrateRequest, MigrationReport, ProcessStateKind};
 use popcorn_proto::wire::PeerMessage;
 use popcorn_proto::wire::PAGE_SIZE;
 use std::os::fd::OwnedFd;
@@ -124,11 +124,15 @@ impl Migrations {
     /// Moves `pid` to `to`; see the module documentation.
     pub async fn migrate(
         self: &Arc<Self>,
-        pid: i32,
-        to: &str,
-        no_push: bool,
-        wait: bool,
+        req: &MigrateRequest,
     ) -> Result<MigrationReport, String> {
+        let MigrateRequest {
+            pid,
+            ref to,
+            no_push,
+            wait,
+        } = *req;
+        let to = to.as_str();
         let info = self
             .table
             .info(pid)
@@ -145,12 +149,7 @@ impl Migrations {
                 return Err(format!("process {pid} already runs on node '{to}'"));
             }
             // Ask the node it runs on.
-            let call = encode(&PeerCall::Migrate {
-                pid,
-                to: to.to_owned(),
-                no_push,
-                wait,
-            });
+            let call = encode(&PeerCall::Migrate(req.clone()));
             let body = self.peers.call(&info.node, call, CALL_TIMEOUT * 2).await?;
             return match decode_answer(&body)? {
                 PeerAnswer::Migrated(r) => Ok(r),
@@ -235,7 +234,6 @@ impl Migrations {
             .ok_or_else(|| format!("process {pid} vanished from the table"))?;
         let frozen_us = t0.elapsed().as_micros() as u64;
         let state = handle.capture(PageScan::FileMappings).await?;
-        let itimers = handle.itimers().await?;
         let captured_us = t0.elapsed().as_micros() as u64;
         let files = carried_files(&state.fds, &self.node)?;
         let relay = lock(&self.hosted).get(&pid).cloned();
@@ -277,7 +275,6 @@ impl Migrations {
             nodes: info.nodes.clone(),
             files,
             stdin,
-            itimers,
             background_push: !no_push,
             attached,
             state,

@@ -1,14 +1,14 @@
 //! Restoring process attributes and the thread's CPU state in a laid-out
 //! worker: the other threads (with their TIDs), sigactions, sigaltstack, robust list, tid address, rseq, cwd,
-//! umask, personality, name and pending signals by injected syscalls; rlimits with `prlimit` from the
-//! tracer; then registers (rewound for a syscall restart), xstate and the
+//! umask, personality, name, pending signals and interval timers by injected syscalls; rlimits with
+//! `prlimit` from the tracer; then registers (rewound for a syscall restart), xstate and the
 //! signal mask with ptrace.
 
 use super::layout::{Layout, Scratch, SYS_MUNMAP, SYS_PRCTL, SYS_RSEQ};
 use crate::inject::Injection;
 use crate::regs::{Regs, RestartKind};
-use crate::sys::ptrace;
 use crate::sys::wait::Event;
+use crate::sys::{itimer, ptrace};
 use crate::tracer::WaitError;
 use crate::{Error, FrozenProcess, ProcessState, ThreadState};
 
@@ -128,6 +128,20 @@ pub fn restore_process_state(
         let info = scr.put(&p.siginfo)?;
         let args = [state.pid as u64, p.signo as u64, info, 0, 0, 0];
         s.syscall_ok(SYS_RT_SIGQUEUEINFO, args)?;
+    }
+    // Armed last, so they lose as little time as possible; one that fires
+    // before the thaw leaves its signal pending (the injection blocks it).
+    // A zero value would disarm: a timer waiting for its SIGALRM's dequeue
+    // to re-arm it fires again one interval from now instead.
+    for t in &state.itimers {
+        let value_us = if t.pending_rearm() {
+            t.interval_us
+        } else {
+            t.value_us
+        };
+        let at = scr.put(&itimer::encode(t.interval_us, value_us))?;
+        let (nr, args) = itimer::setitimer(t.which, at);
+        s.syscall_ok(nr, args)?;
     }
     s.syscall_ok(SYS_MUNMAP, [layout.scratch, layout.scratch_len, 0, 0, 0, 0])?;
     s.finish()?;

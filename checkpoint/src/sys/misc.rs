@@ -1,5 +1,5 @@
 //! Small syscalls made by the tracer itself: pidfds, `prlimit`,
-//! `get_robust_list`, thread ids.
+//! `get_robust_list`, thread ids, signals.
 
 use super::check;
 use std::io;
@@ -15,6 +15,12 @@ pub fn gettid() -> i32 {
 pub fn getpid() -> i32 {
     // SAFETY: getpid has no arguments and cannot fail.
     unsafe { libc::getpid() }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers.
+    check(unsafe { libc::kill(pid, signal) }.into()).map(drop)
 }
 
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {

@@ -1,7 +1,9 @@
 //! Thin safe wrappers over the system calls this crate uses, one file per
 //! family. No policy lives here: each function does one call and turns its
-//! result into `io::Result`.
+//! result into `io::Result`, or, for a call injected into the traced
+//! process, builds its arguments and the bytes it exchanges.
 
+pub mod itimer;
 pub mod mem;
 pub mod misc;
 pub mod ptrace;

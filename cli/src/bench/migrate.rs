@@ -6,7 +6,9 @@
 //!   sizes, which must stay flat;
 //! - remote fault latency with the background transfer off, next to a raw
 //!   userfaultfd round trip and a raw TCP round trip on the same link;
-//! - background transfer throughput, next to raw TCP streaming on the link.
+//! - background transfer throughput, next to raw TCP streaming on the link
+//!   and to how fast this machine fills fresh memory locally (`UFFDIO_COPY`
+//!   as the pager does it, and a plain first-touch `memcpy`).
 
 use super::{write_report, Stats};
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,6 +24,10 @@ const CLUSTER: &str = "bench";
 const DIR: &str = "/run/popcorn-bench";
 const NET_PORT: u16 = 7990;
 const PAGE: usize = 4096;
+/// Fresh memory filled by the local baselines, and the bytes per copy (the
+/// pager's largest request).
+const FILL_TOTAL: usize = 512 << 20;
+const FILL_BATCH: usize = 4 << 20;
 
 #[derive(clap::Args)]
 pub struct MigrateArgs {
@@ -95,9 +101,15 @@ struct Report {
     remote_fault_meets_floor: bool,
     transfer_mib_s: f64,
     baseline_tcp_stream_mib_s: f64,
+    /// `UFFDIO_COPY` into fresh registered memory, 4 MiB per copy, no network.
+    baseline_uffd_copy_mib_s: f64,
+    /// A plain `memcpy` into fresh anonymous memory.
+    baseline_first_touch_mib_s: f64,
     /// Transfer over raw TCP streaming; floor 0.7.
     transfer_ratio: f64,
     transfer_meets_floor: bool,
+    /// Transfer over the local `UFFDIO_COPY` rate (its ceiling here).
+    transfer_uffd_copy_ratio: f64,
 }
 
 /// The temporary cluster; removed on drop.
@@ -286,6 +298,9 @@ pub fn run(args: &MigrateArgs) -> Result<i32> {
     }
     let net: NetResult = serde_json::from_slice(&net.stdout).context("TCP baseline output")?;
     let uffd = Stats::of(popcorn_dsm::baseline::uffd_round_trips(args.faults)?);
+    let uffd_copy = popcorn_dsm::baseline::uffd_copy_mib_s(FILL_TOTAL, FILL_BATCH)?;
+    let first_touch = popcorn_dsm::baseline::first_touch_mib_s(FILL_TOTAL, FILL_BATCH)?;
+    eprintln!("fresh memory: UFFDIO_COPY {uffd_copy:.0} MiB/s, memcpy {first_touch:.0} MiB/s");
 
     // Downtime and background transfer by size.
     let mut downtime = Vec::new();
@@ -362,8 +377,11 @@ pub fn run(args: &MigrateArgs) -> Result<i32> {
         remote_fault_meets_floor: ratio <= 1.5,
         transfer_mib_s,
         baseline_tcp_stream_mib_s: net.stream_mib_s,
+        baseline_uffd_copy_mib_s: uffd_copy,
+        baseline_first_touch_mib_s: first_touch,
         transfer_ratio: transfer_mib_s / net.stream_mib_s,
         transfer_meets_floor: transfer_mib_s >= 0.7 * net.stream_mib_s,
+        transfer_uffd_copy_ratio: transfer_mib_s / uffd_copy,
     };
     write_report(&report, args.output.as_deref())
 }

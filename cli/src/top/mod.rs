@@ -19,7 +19,8 @@ use anyhow::{bail, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use state::{Action, App, Key};
 use std::io::IsTerminal;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// Screen size of `--once` when stdout is not a terminal.
@@ -55,10 +56,12 @@ pub fn run(target: &Target, args: TopArgs) -> Result<i32> {
         bail!("--width and --height apply to --once only (the live monitor fills the terminal)");
     }
     if args.once {
-        once(target, &args)
-    } else {
-        live(target, args.interval)
+        return once(target, &args);
     }
+    if !std::io::stdout().is_terminal() {
+        bail!("the live monitor needs a terminal; use `popcorn top --once` (or --once --json) for output to a pipe or file");
+    }
+    live(target, args.interval)
 }
 
 /// One view, printed as JSON or as one screen of text.
@@ -79,7 +82,7 @@ fn once(target: &Target, args: &TopArgs) -> Result<i32> {
         "{}",
         render::to_text(
             &app,
-            args.interval,
+            None,
             args.width.unwrap_or(w),
             args.height.unwrap_or(h)
         )?
@@ -100,8 +103,15 @@ fn key(k: KeyEvent) -> Option<Key> {
     })
 }
 
-/// The full-screen monitor, until q, Esc or Ctrl-C.
+/// The full-screen monitor, until q, Esc or Ctrl-C (or SIGTERM/SIGHUP,
+/// which also give the terminal back; the exit status is then 128 + signal).
 fn live(target: &Target, interval_ms: u64) -> Result<i32> {
+    let signals = [libc::SIGTERM, libc::SIGHUP].map(|sig| {
+        let flag = Arc::new(AtomicBool::new(false));
+        // Failing to register only loses the clean exit on that signal.
+        let _ = signal_hook::flag::register(sig, flag.clone());
+        (sig, flag)
+    });
     let (tx, rx) = mpsc::channel();
     agent::spawn_refresher(
         target.clone(),
@@ -112,6 +122,9 @@ fn live(target: &Target, interval_ms: u64) -> Result<i32> {
     let mut app = App::new();
     let mut dirty = true;
     loop {
+        if let Some((sig, _)) = signals.iter().find(|(_, f)| f.load(Ordering::Relaxed)) {
+            return Ok(128 + sig);
+        }
         while let Ok(update) = rx.try_recv() {
             match update {
                 agent::Update::View(Ok(view)) => app.update(view),
@@ -123,7 +136,7 @@ fn live(target: &Target, interval_ms: u64) -> Result<i32> {
             dirty = true;
         }
         if dirty {
-            screen.draw(|frame| render::draw(frame, &app, interval_ms))?;
+            screen.draw(|frame| render::draw(frame, &app, Some(interval_ms)))?;
             dirty = false;
         }
         if !event::poll(TICK)? {

@@ -33,7 +33,12 @@ const SELECTED: Style = Style::new().add_modifier(Modifier::REVERSED);
 
 /// The screen as plain text lines of at most `width` columns, trailing
 /// spaces trimmed (for `--once` and tests).
-pub fn to_text(app: &App, interval_ms: u64, width: u16, height: u16) -> anyhow::Result<String> {
+pub fn to_text(
+    app: &App,
+    interval_ms: Option<u64>,
+    width: u16,
+    height: u16,
+) -> anyhow::Result<String> {
     let mut terminal = Terminal::new(TestBackend::new(width, height))?;
     terminal.draw(|frame| draw(frame, app, interval_ms))?;
     Ok(buffer_text(terminal.backend().buffer()))
@@ -60,8 +65,8 @@ fn buffer_text(buf: &Buffer) -> String {
     out
 }
 
-/// Draws the whole screen.
-pub fn draw(frame: &mut Frame, app: &App, interval_ms: u64) {
+/// Draws the whole screen; `interval_ms` is `None` for a one-off screen.
+pub fn draw(frame: &mut Frame, app: &App, interval_ms: Option<u64>) {
     let header = header_lines(app, interval_ms);
     let Some(view) = app.view() else {
         let mut lines = header;
@@ -70,7 +75,7 @@ pub fn draw(frame: &mut Frame, app: &App, interval_ms: u64) {
         frame.render_widget(Paragraph::new(lines), frame.area());
         return;
     };
-    let nodes_rows = (view.nodes.len() as u16 + 3).min(14);
+    let nodes_rows = view.nodes.len().min(11) as u16 + 3;
     let detail_rows = if app.show_threads() {
         DETAIL_ROWS_THREADS
     } else {
@@ -100,7 +105,7 @@ pub fn draw(frame: &mut Frame, app: &App, interval_ms: u64) {
     draw_picker(frame, app, view);
 }
 
-fn header_lines(app: &App, interval_ms: u64) -> Vec<Line<'static>> {
+fn header_lines(app: &App, interval_ms: Option<u64>) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     let arrow = match (app.sort().label(), app.reversed()) {
         ("pid" | "node", false) | ("cpu" | "faults", true) => "↑",
@@ -116,11 +121,14 @@ fn header_lines(app: &App, interval_ms: u64) -> Vec<Line<'static>> {
             v.processes.len()
         )));
     }
+    let live = interval_ms.map_or(String::new(), |ms| format!(" · every {ms} ms"));
+    let help = if interval_ms.is_some() {
+        " · ? help"
+    } else {
+        ""
+    };
     first.push(Span::styled(
-        format!(
-            " · every {interval_ms} ms · sort {} {arrow} · ? help",
-            app.sort().label()
-        ),
+        format!("{live} · sort {} {arrow}{help}", app.sort().label()),
         DIM,
     ));
     lines.push(Line::from(first));
@@ -133,10 +141,11 @@ fn header_lines(app: &App, interval_ms: u64) -> Vec<Line<'static>> {
     if let Some(e) = app.fetch_error() {
         let shown = app
             .view()
-            .map(|v| format!("; showing the view of {}", clock(v.at_unix_ms)))
+            .map(|v| format!(", showing the view of {}", clock(v.at_unix_ms)))
             .unwrap_or_default();
+        let retry = interval_ms.map_or(String::new(), |ms| format!("retrying every {ms} ms"));
         lines.push(Line::styled(
-            format!("agent unreachable: {e} (retrying every {interval_ms} ms{shown})"),
+            format!("agent unreachable ({retry}{shown}): {e}"),
             ERROR,
         ));
     }
@@ -510,7 +519,7 @@ mod tests {
     use popcorn_proto::monitor::TracingStatus;
 
     fn screen(app: &App) -> String {
-        to_text(app, 1000, 160, 48).unwrap()
+        to_text(app, Some(1000), 160, 48).unwrap()
     }
 
     fn app_with(v: ClusterView) -> App {
@@ -663,7 +672,8 @@ mod tests {
         app.fetch_failed("no popcorn agent is running for node 'a'".into());
         let text = screen(&app);
         assert!(text.contains("waiting for the agent"), "{text}");
-        assert!(text.contains("agent unreachable: no popcorn agent is running"));
+        assert!(text
+            .contains("agent unreachable (retrying every 1000 ms): no popcorn agent is running"));
         app.update(sample());
         app.fetch_failed("connection refused".into());
         let text = screen(&app);
@@ -681,7 +691,7 @@ mod tests {
         app.on_key(Key::Enter);
         app.on_key(Key::Char('m'));
         for (w, h) in [(40, 10), (1, 1), (200, 12), (80, 24)] {
-            assert!(to_text(&app, 1000, w, h).is_ok());
+            assert!(to_text(&app, Some(1000), w, h).is_ok());
         }
     }
 
