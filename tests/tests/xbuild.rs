@@ -343,3 +343,205 @@ fn type_checks_reject_state_that_cannot_cross() {
     assert!(!dir.join("t.x86_64").exists() && !dir.join("t.aarch64").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Builds xisa_stop.c into `dir`; returns its metadata.
+fn build_stop(dir: &Path) -> serde_json::Value {
+    let r = build(&[], &[programs().join("xisa_stop.c")], &dir.join("stop"));
+    assert!(
+        r.status.success(),
+        "popcorn build failed: {}",
+        text(&r.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(dir.join("stop.popcorn.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn migration_stop_flushes_stdio_then_traps_on_both_isas() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch("selfstop");
+    build_stop(&dir);
+    let native = Command::new(dir.join("stop.x86_64"))
+        .arg("self")
+        .output()
+        .unwrap();
+    let emulated = Command::new("qemu-aarch64")
+        .arg(dir.join("stop.aarch64"))
+        .arg("self")
+        .output()
+        .unwrap();
+    for (isa, out) in [("x86_64", native), ("aarch64", emulated)] {
+        assert_eq!(
+            text(&out.stdout),
+            "no agent: still here\nbefore the stop\n",
+            "{isa}: output flushed at the stop, nothing after it"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGTRAP),
+            "{isa}: {:?}",
+            out.status
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn read_exactly(r: &mut impl std::io::Read, n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    r.read_exact(&mut buf).unwrap();
+    text(&buf)
+}
+
+#[test]
+fn qemu_gdbstub_sees_the_migration_stop() {
+    use popcorn_checkpoint::gdb::aarch64::CoreRegs;
+    use popcorn_checkpoint::gdb::{GdbClient, StopReply};
+    use std::io::Read;
+    use std::time::Duration;
+
+    let dir = scratch("gdbstop");
+    let meta = build_stop(&dir);
+    let request = meta["runtime"]["symbols"]["__popcorn_migrate_request"]
+        .as_u64()
+        .unwrap();
+    let stop = &meta["runtime"]["stop"]["aarch64"];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut qemu = Command::new("qemu-aarch64")
+        .args(["-cpu", "cortex-a72", "-g", &port.to_string()])
+        .arg(dir.join("stop.aarch64"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu-aarch64 (apt-get install qemu-user)");
+    let mut out = qemu.stdout.take().unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut gdb = GdbClient::connect(addr, Duration::from_secs(10)).unwrap();
+    gdb.set_qemu_pid(qemu.id() as i32);
+    assert_eq!(gdb.stop_reason().unwrap(), StopReply::Signal(5));
+
+    // The agent asks; the program stops at the breakpoint in the runtime.
+    gdb.write_memory(request, &1u32.to_le_bytes()).unwrap();
+    gdb.resume().unwrap();
+    let s = gdb.wait_stop(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(s, StopReply::Signal(5), "SIGTRAP at the migration stop");
+    let mut regs = CoreRegs::from_g(&gdb.read_registers().unwrap()).unwrap();
+    assert_eq!(Some(regs.pc), stop["address"].as_u64(), "stopped on brk");
+    let point = meta["runtime"]["symbols"]["popcorn_migrate_point"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (point..point + 0x100).contains(&regs.x[30]),
+        "called from popcorn_migrate_point: lr {:#x}",
+        regs.x[30]
+    );
+    assert_eq!(
+        read_exactly(&mut out, 8),
+        "round 0\n",
+        "flushed before the stop"
+    );
+
+    // Resume in place: clear the request, step over the breakpoint.
+    gdb.write_memory(request, &0u32.to_le_bytes()).unwrap();
+    regs.pc = stop["resume_pc"].as_u64().unwrap();
+    gdb.write_registers(&regs.to_g()).unwrap();
+    gdb.resume().unwrap();
+    let s = gdb.wait_stop(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(s, StopReply::Exited(0));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "round 1\nround 2\n");
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ptrace_sees_the_migration_stop() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::process::CommandExt;
+
+    let dir = scratch("ptracestop");
+    let meta = build_stop(&dir);
+    let request = meta["runtime"]["symbols"]["__popcorn_migrate_request"]
+        .as_u64()
+        .unwrap();
+    let resume_pc = meta["runtime"]["stop"]["x86_64"]["resume_pc"]
+        .as_u64()
+        .unwrap();
+    let mut cmd = Command::new(dir.join("stop.x86_64"));
+    cmd.stdout(std::process::Stdio::piped());
+    // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe and touches no
+    // memory of the parent; it is all the child does before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut out = child.stdout.take().unwrap();
+    let wait = || {
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+        status
+    };
+    let cont = || {
+        // SAFETY: PTRACE_CONT on our stopped tracee, no signal delivered.
+        let r = unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, 0) };
+        assert_eq!(r, 0, "PTRACE_CONT: {}", std::io::Error::last_os_error());
+    };
+    let poke = |value: u32| {
+        let mut mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .unwrap();
+        mem.seek(SeekFrom::Start(request)).unwrap();
+        mem.write_all(&value.to_le_bytes()).unwrap();
+    };
+
+    // Stopped at exec.
+    let st = wait();
+    assert!(libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGTRAP);
+    poke(1);
+    cont();
+    let st = wait();
+    assert!(
+        libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGTRAP,
+        "status {st:#x}"
+    );
+    // SAFETY: user_regs_struct is plain data; PTRACE_GETREGS fills it for
+    // our stopped tracee.
+    let rip = unsafe {
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        let r = libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs as *mut _);
+        assert_eq!(r, 0);
+        regs.rip
+    };
+    assert_eq!(rip, resume_pc, "rip just past int3");
+    assert_eq!(
+        read_exactly(&mut out, 8),
+        "round 0\n",
+        "flushed before the stop"
+    );
+    poke(0);
+    cont();
+    let st = wait();
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "status {st:#x}"
+    );
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "round 1\nround 2\n");
+    // Already reaped by waitpid; this only keeps std's handle consistent.
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
