@@ -22,15 +22,26 @@ pub struct Problem {
     pub reason: String,
 }
 
+impl Problem {
+    /// A warning does not fail the build.
+    pub fn is_warning(&self) -> bool {
+        self.reason.starts_with("warning: ")
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (tag, reason) = match self.reason.strip_prefix("warning: ") {
+            Some(r) => ("warning: ", r),
+            None => ("", self.reason.as_str()),
+        };
         if self.function.is_empty() {
-            write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+            write!(f, "{}:{}: {tag}{reason}", self.file, self.line)
         } else {
             write!(
                 f,
-                "{}:{}: in function {}: {}",
-                self.file, self.line, self.function, self.reason
+                "{}:{}: {tag}in function {}: {reason}",
+                self.file, self.line, self.function
             )
         }
     }
@@ -51,8 +62,10 @@ pub enum DwarfError {
 struct TypeFacts {
     /// Contains a `long double` (directly, or in a member or element).
     long_double: bool,
-    /// Is or contains a `va_list`.
-    va_list: bool,
+    /// Is or contains a `va_list` or a `jmp_buf` (what to call it).
+    isa_specific: Option<&'static str>,
+    /// A pointer to a stdio `FILE`.
+    file_pointer: bool,
     /// A struct or union (after typedefs and qualifiers), with its size.
     aggregate_size: Option<u64>,
 }
@@ -89,11 +102,14 @@ fn facts(
     }
     let e = unit.entry(offset)?;
     let name = name_of(dwarf, unit, &e);
-    if matches!(
-        name.as_str(),
-        "va_list" | "__builtin_va_list" | "__gnuc_va_list" | "__va_list" | "__va_list_tag"
-    ) {
-        f.va_list = true;
+    match name.as_str() {
+        "va_list" | "__builtin_va_list" | "__gnuc_va_list" | "__va_list" | "__va_list_tag" => {
+            f.isa_specific = Some("a va_list");
+        }
+        "jmp_buf" | "sigjmp_buf" | "__jmp_buf_tag" | "__jmp_buf" => {
+            f.isa_specific = Some("a jmp_buf");
+        }
+        _ => {}
     }
     let size = e
         .attr_value(constants::DW_AT_byte_size)
@@ -118,15 +134,19 @@ fn facts(
             if let Some(t) = type_ref(&e) {
                 let inner = facts(dwarf, unit, t, depth + 1)?;
                 f.long_double |= inner.long_double;
-                f.va_list |= inner.va_list;
+                f.isa_specific = f.isa_specific.or(inner.isa_specific);
+                f.file_pointer = inner.file_pointer;
                 f.aggregate_size = inner.aggregate_size;
             }
+        }
+        constants::DW_TAG_pointer_type => {
+            f.file_pointer = type_ref(&e).is_some_and(|t| is_file(dwarf, unit, t, 0));
         }
         constants::DW_TAG_array_type => {
             if let Some(t) = type_ref(&e) {
                 let inner = facts(dwarf, unit, t, depth + 1)?;
                 f.long_double |= inner.long_double;
-                f.va_list |= inner.va_list;
+                f.isa_specific = f.isa_specific.or(inner.isa_specific);
             }
         }
         constants::DW_TAG_structure_type | constants::DW_TAG_union_type => {
@@ -145,12 +165,35 @@ fn facts(
             for t in members {
                 let inner = facts(dwarf, unit, t, depth + 1)?;
                 f.long_double |= inner.long_double;
-                f.va_list |= inner.va_list;
+                f.isa_specific = f.isa_specific.or(inner.isa_specific);
             }
         }
         _ => {}
     }
     Ok(f)
+}
+
+/// Whether the type at `offset` is stdio's `FILE` (`struct _IO_FILE`).
+fn is_file(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    unit: &gimli::Unit<R<'_>>,
+    offset: UnitOffset,
+    depth: u32,
+) -> bool {
+    let Ok(e) = unit.entry(offset) else {
+        return false;
+    };
+    match e.tag() {
+        constants::DW_TAG_structure_type => name_of(dwarf, unit, &e) == "_IO_FILE",
+        constants::DW_TAG_typedef
+        | constants::DW_TAG_const_type
+        | constants::DW_TAG_volatile_type
+            if depth < MAX_DEPTH =>
+        {
+            type_ref(&e).is_some_and(|t| is_file(dwarf, unit, t, depth + 1))
+        }
+        _ => false,
+    }
 }
 
 /// Checks the executable's DWARF. `suspendable(name)` says whether a
@@ -255,8 +298,11 @@ fn walk(dwarf: &gimli::Dwarf<R<'_>>) -> Result<Vec<(Problem, bool)>, gimli::Erro
                             if f.long_double {
                                 problem(&fname, format!("{what} {name} holds a long double, whose representation differs between x86_64 and aarch64"), true);
                             }
-                            if f.va_list {
-                                problem(&fname, format!("{what} {name} is a va_list, whose layout differs between x86_64 and aarch64"), true);
+                            if let Some(kind) = f.isa_specific {
+                                problem(&fname, format!("{what} {name} is {kind}, whose layout differs between x86_64 and aarch64"), true);
+                            }
+                            if f.file_pointer {
+                                problem(&fname, format!("warning: {what} {name} is a FILE *, which does not survive a migration (stdio state stays with the other ISA's libc)"), true);
                             }
                             if is_param && f.aggregate_size.is_some_and(|s| s > 16) {
                                 problem(&fname, format!(
@@ -269,6 +315,12 @@ fn walk(dwarf: &gimli::Dwarf<R<'_>>) -> Result<Vec<(Problem, bool)>, gimli::Erro
                         _ => {
                             if f.long_double {
                                 problem("", format!("global {name} holds a long double, whose representation differs between x86_64 and aarch64"), false);
+                            }
+                            if let Some(kind) = f.isa_specific {
+                                problem("", format!("global {name} is {kind}, whose layout differs between x86_64 and aarch64"), false);
+                            }
+                            if f.file_pointer {
+                                problem("", format!("warning: global {name} is a FILE *, which does not survive a migration (stdio state stays with the other ISA's libc)"), false);
                             }
                         }
                     }

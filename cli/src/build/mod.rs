@@ -389,7 +389,12 @@ fn build(
     let suspendable = |f: &str| {
         args.check_all_calls || (reach.contains(f) && !runtime::MIGRATION_ROOTS.contains(&f))
     };
-    let problems = dwarfcheck::check(&x86_exe, &suspendable)?;
+    let (warnings, problems): (Vec<_>, Vec<_>) = dwarfcheck::check(&x86_exe, &suspendable)?
+        .into_iter()
+        .partition(|p| p.is_warning());
+    for w in &warnings {
+        eprintln!("{w}");
+    }
     if !problems.is_empty() {
         for p in &problems {
             eprintln!("{p}");

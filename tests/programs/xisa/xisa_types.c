@@ -36,3 +36,8 @@ int main(void)
 	printf("%d %f\n", r, d);
 	return 0;
 }
+
+/* Also refused: a jmp_buf in migrated data. Only warned about: a FILE *. */
+#include <setjmp.h>
+jmp_buf g_env;
+FILE *g_log;
