@@ -5,6 +5,9 @@ use super::layout::{Region, SymKind, Window};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// `call_sites[].callee` of an indirect call (isa-xlate's spelling too).
+pub const INDIRECT_CALLEE: &str = "<indirect>";
+
 /// Version tag of this format; bump on incompatible changes.
 pub const FORMAT: &str = "popcorn-build/1";
 
@@ -34,7 +37,7 @@ pub struct CallSite {
     pub function: String,
     /// Index into `sources`.
     pub source: usize,
-    /// The called function, `*` for an indirect call.
+    /// The called function, `<indirect>` for an indirect call.
     pub callee: String,
     /// Among the calls to `callee` in `function` (0-based, source order).
     pub ordinal: usize,

@@ -454,7 +454,11 @@ fn build(
         call_sites.push(metadata::CallSite {
             function: p.x86.function.clone(),
             source: *unit,
-            callee: p.x86.callee.clone(),
+            callee: if p.x86.callee == "*" {
+                metadata::INDIRECT_CALLEE.to_owned()
+            } else {
+                p.x86.callee.clone()
+            },
             ordinal: p.x86.ordinal,
             file: p.x86.file.clone(),
             line: p.x86.line,
