@@ -1,0 +1,22 @@
+//! popcorn-isa: translate the state of a thread stopped at a migration point from one ISA to
+//! the other (x86_64 <-> aarch64), for programs built from the same C source at -O0 with full
+//! DWARF. Pure functions over data: binaries in, snapshots in, snapshot out.
+//!
+//! Data flow: [`Binary::load`] reads each ELF's DWARF, CFI and call sites once;
+//! [`unwind::migration_frames`] unwinds a source [`ThreadSnapshot`] to the frames suspended at
+//! call sites; [`translate`] rebuilds them frame by frame on the destination's stack.
+
+pub mod binary;
+pub mod callsites;
+pub mod cfi;
+pub mod conventions;
+pub mod dwarf;
+pub mod error;
+pub mod regs;
+pub mod snapshot;
+
+pub use binary::{Binary, SymKind, Symbol};
+pub use callsites::{CallSite, CallSiteKey};
+pub use error::{Result, XlateError};
+pub use regs::{Aarch64Regs, Isa, RegisterFile, X86_64Regs};
+pub use snapshot::{StackImage, ThreadSnapshot};
