@@ -235,13 +235,14 @@ impl Binary {
             })?;
         match row.cfa {
             CfaRule::RegOffset { reg, offset } if reg == self.isa.dwarf_sp() => {
-                u64::try_from(offset).map_err(|_| self.unsupported_cfi(f, ra, "negative CFA offset"))
+                u64::try_from(offset)
+                    .map_err(|_| self.unsupported_cfi(f, ra, "negative CFA offset"))
             }
-            CfaRule::RegOffset { reg, .. } if reg == self.isa.dwarf_fp() => self
-                .prologue_sizes
-                .get(&f.low)
-                .copied()
-                .ok_or_else(|| self.unsupported_cfi(f, ra, "unrecognized prologue (cannot size the frame)")),
+            CfaRule::RegOffset { reg, .. } if reg == self.isa.dwarf_fp() => {
+                self.prologue_sizes.get(&f.low).copied().ok_or_else(|| {
+                    self.unsupported_cfi(f, ra, "unrecognized prologue (cannot size the frame)")
+                })
+            }
             _ => Err(self.unsupported_cfi(f, ra, "CFA neither SP- nor FP-based")),
         }
     }
@@ -257,7 +258,12 @@ impl Binary {
 }
 
 fn alias_rank(s: &Symbol) -> (bool, bool, usize, String) {
-    (!s.global, s.name.starts_with('_'), s.name.len(), s.name.clone())
+    (
+        !s.global,
+        s.name.starts_with('_'),
+        s.name.len(),
+        s.name.clone(),
+    )
 }
 
 /// CFA - SP after the prologue of a gcc -O0 function, by decoding it (None if unrecognized).
@@ -307,7 +313,10 @@ pub fn prologue_size(isa: Isa, code: &[u8], addr: u64) -> Option<u64> {
                     // sub sp, sp, #imm{, lsl 12}
                     let imm = u64::from((w >> 10) & 0xfff) << (12 * ((w >> 22) & 1));
                     size += imm;
-                } else if w == 0x9100_03fd || w & 0xffc0_03e0 == 0xa900_03e0 || w & 0xffc0_03e0 == 0xf900_03e0 {
+                } else if w == 0x9100_03fd
+                    || w & 0xffc0_03e0 == 0xa900_03e0
+                    || w & 0xffc0_03e0 == 0xf900_03e0
+                {
                     // mov x29, sp ; stp/str without writeback off sp
                 } else {
                     break;
@@ -329,14 +338,21 @@ mod tests {
         assert_eq!(prologue_size(Isa::X86_64, &a, 0x1000), Some(8 + 8 + 0x70));
         // endbr64; push rbp; mov rbp,rsp; push rbx; sub rsp,0x1000
         let b = [
-            0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0x53, 0x48, 0x81, 0xec, 0x00, 0x10, 0x00, 0x00,
+            0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0x53, 0x48, 0x81, 0xec, 0x00, 0x10,
+            0x00, 0x00,
         ];
-        assert_eq!(prologue_size(Isa::X86_64, &b, 0x1000), Some(8 + 8 + 8 + 0x1000));
+        assert_eq!(
+            prologue_size(Isa::X86_64, &b, 0x1000),
+            Some(8 + 8 + 8 + 0x1000)
+        );
         // Leaf without sub: push rbp; mov rbp,rsp; mov eax,0
         let c = [0x55, 0x48, 0x89, 0xe5, 0xb8, 0, 0, 0, 0];
         assert_eq!(prologue_size(Isa::X86_64, &c, 0x1000), Some(16));
         // No frame pointer.
-        assert_eq!(prologue_size(Isa::X86_64, &[0x48, 0x83, 0xec, 0x08], 0x1000), None);
+        assert_eq!(
+            prologue_size(Isa::X86_64, &[0x48, 0x83, 0xec, 0x08], 0x1000),
+            None
+        );
     }
 
     #[test]

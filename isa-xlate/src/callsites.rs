@@ -183,7 +183,13 @@ mod tests {
     #[test]
     fn aarch64_bl_and_blr() {
         // bl +8 ; nop ; bl -4 ; blr x3 ; ret
-        let words: [u32; 5] = [0x9400_0002, 0xd503_201f, 0x97ff_ffff, 0xd63f_0060, 0xd65f_03c0];
+        let words: [u32; 5] = [
+            0x9400_0002,
+            0xd503_201f,
+            0x97ff_ffff,
+            0xd63f_0060,
+            0xd65f_03c0,
+        ];
         let code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         let calls = decode_calls(Isa::Aarch64, &code, 0x400000);
         assert_eq!(
@@ -255,7 +261,12 @@ mod tests {
         assert_eq!(b.by_key(&first.key).unwrap().ret_addr, 0x1005);
         let helper = a.by_return_address(0x115).unwrap();
         assert!(b.by_key(&helper.key).is_none());
-        assert_eq!(b.by_key(&a.by_return_address(0x205).unwrap().key).unwrap().call_addr, 0x2000);
+        assert_eq!(
+            b.by_key(&a.by_return_address(0x205).unwrap().key)
+                .unwrap()
+                .call_addr,
+            0x2000
+        );
         assert!(a.by_return_address(0x100).is_none());
         assert_eq!(format!("{first}"), "m.c:7:3 in f (call to g)");
         assert_eq!(callee_label(None), INDIRECT_CALLEE);

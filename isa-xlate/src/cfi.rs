@@ -63,7 +63,9 @@ impl CfiRow {
     /// CFA for the given register values.
     pub fn cfa(&self, regs: &RegisterFile) -> Option<u64> {
         match self.cfa {
-            CfaRule::RegOffset { reg, offset } => regs.get(reg).map(|v| v.wrapping_add_signed(offset)),
+            CfaRule::RegOffset { reg, offset } => {
+                regs.get(reg).map(|v| v.wrapping_add_signed(offset))
+            }
             CfaRule::Expression => None,
         }
     }
@@ -202,11 +204,7 @@ impl CfiTable {
     }
 }
 
-fn collect<'a, S>(
-    sec: &S,
-    bases: &gimli::BaseAddresses,
-    out: &mut Vec<CfiRow>,
-) -> gimli::Result<()>
+fn collect<'a, S>(sec: &S, bases: &gimli::BaseAddresses, out: &mut Vec<CfiRow>) -> gimli::Result<()>
 where
     S: UnwindSection<EndianSlice<'a, LittleEndian>>,
 {
@@ -315,7 +313,10 @@ mod tests {
         regs.set(x86_64::RSP, 0x7038);
         regs.set(x86_64::RBP, 0x7100);
         let s = step(&row, &regs, |a| stack.read_u64(a)).unwrap();
-        assert_eq!((s.cfa, s.caller.sp(), s.caller.pc(), s.caller.fp()), (0x7040, 0x7040, 0x4444, 0x7100));
+        assert_eq!(
+            (s.cfa, s.caller.sp(), s.caller.pc(), s.caller.fp()),
+            (0x7040, 0x7040, 0x4444, 0x7100)
+        );
     }
 
     #[test]
@@ -386,11 +387,17 @@ mod tests {
         // Expressions are refused.
         let mut ex = x86_body_row();
         ex.cfa = CfaRule::Expression;
-        assert!(matches!(step(&ex, &regs, mem), Err(StepError::Unsupported(_))));
+        assert!(matches!(
+            step(&ex, &regs, mem),
+            Err(StepError::Unsupported(_))
+        ));
         let mut ex = x86_body_row();
         ex.regs.push((x86_64::R8 + 4, RegRule::Unsupported));
         regs.set(x86_64::RBP, 0x7080);
-        assert!(matches!(step(&ex, &regs, mem), Err(StepError::Unsupported(_))));
+        assert!(matches!(
+            step(&ex, &regs, mem),
+            Err(StepError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -268,7 +268,11 @@ impl DebugInfo {
         Ok(out)
     }
 
-    fn parse_unit(&mut self, dwarf: &gimli::Dwarf<R<'_>>, unit: &gimli::Unit<R<'_>>) -> gimli::Result<()> {
+    fn parse_unit(
+        &mut self,
+        dwarf: &gimli::Dwarf<R<'_>>,
+        unit: &gimli::Unit<R<'_>>,
+    ) -> gimli::Result<()> {
         // Line table first: file names are needed for functions.
         let mut file_names: HashMap<u64, u32> = HashMap::new();
         let mut unit_files: Vec<(u64, String)> = Vec::new();
@@ -521,7 +525,8 @@ impl DebugInfo {
                     for &c in &raw.children {
                         let m = &raws[c];
                         if m.tag == gimli::DW_TAG_member {
-                            let ty = self.resolve_type(raws, by_offset, memo, m.type_ref, depth + 1);
+                            let ty =
+                                self.resolve_type(raws, by_offset, memo, m.type_ref, depth + 1);
                             members.push(Member {
                                 name: m.name.clone().unwrap_or_default(),
                                 offset: m.member_offset.unwrap_or(0),
@@ -638,12 +643,15 @@ fn frame_base(unit: &gimli::Unit<R<'_>>, v: AttributeValue<R<'_>>) -> FrameBase 
     let mut ops = expr.operations(unit.encoding());
     match (ops.next(), ops.next()) {
         (Ok(Some(Operation::CallFrameCFA)), Ok(None)) => FrameBase::Cfa,
-        (Ok(Some(Operation::RegisterOffset { register, offset, .. })), Ok(None)) => {
-            FrameBase::RegOffset {
-                reg: register.0,
-                offset,
-            }
-        }
+        (
+            Ok(Some(Operation::RegisterOffset {
+                register, offset, ..
+            })),
+            Ok(None),
+        ) => FrameBase::RegOffset {
+            reg: register.0,
+            offset,
+        },
         _ => FrameBase::Other,
     }
 }
@@ -660,7 +668,12 @@ pub struct Layout {
 /// Compare a type of binary `a` with a type of binary `b`: same size, same member offsets,
 /// same scalar encodings (no `long double`, same `char` signedness). Returns the layout (with
 /// pointer slots) or a description of the first difference.
-pub fn compatible_layout(a: &DebugInfo, ta: TypeId, b: &DebugInfo, tb: TypeId) -> Result<Layout, String> {
+pub fn compatible_layout(
+    a: &DebugInfo,
+    ta: TypeId,
+    b: &DebugInfo,
+    tb: TypeId,
+) -> Result<Layout, String> {
     let mut layout = Layout::default();
     compare(a, ta, b, tb, 0, "", &mut layout)?;
     layout.size = a.size_of(ta).ok_or("type of unknown size")?;
@@ -700,7 +713,9 @@ fn compare(
             },
         ) => {
             if s1 != s2 {
-                return Err(at(format!("{name} is {s1} bytes here but {s2} bytes there")));
+                return Err(at(format!(
+                    "{name} is {s1} bytes here but {s2} bytes there"
+                )));
             }
             if *e1 == BaseEncoding::Float && *s1 > 8 {
                 return Err(at(format!(
@@ -730,7 +745,9 @@ fn compare(
                 members: m1,
             },
             Type::Struct {
-                size: s2, members: m2, ..
+                size: s2,
+                members: m2,
+                ..
             },
         ) => {
             if s1 != s2 || m1.len() != m2.len() {
@@ -756,11 +773,22 @@ fn compare(
             }
             Ok(())
         }
-        (Type::Array { elem: e1, count: c1 }, Type::Array { elem: e2, count: c2 }) => {
+        (
+            Type::Array {
+                elem: e1,
+                count: c1,
+            },
+            Type::Array {
+                elem: e2,
+                count: c2,
+            },
+        ) => {
             if c1 != c2 {
                 return Err(at(format!("array of {c1} elements here but {c2} there")));
             }
-            let esize = a.size_of(*e1).ok_or_else(|| at("array element of unknown size".into()))?;
+            let esize = a
+                .size_of(*e1)
+                .ok_or_else(|| at("array element of unknown size".into()))?;
             let mut one = Layout::default();
             compare(a, *e1, b, *e2, 0, &format!("{path}[]"), &mut one)?;
             if !one.pointers.is_empty() {
@@ -771,7 +799,9 @@ fn compare(
             }
             Ok(())
         }
-        (Type::Unsupported(w), _) | (_, Type::Unsupported(w)) => Err(at(format!("unsupported type: {w}"))),
+        (Type::Unsupported(w), _) | (_, Type::Unsupported(w)) => {
+            Err(at(format!("unsupported type: {w}")))
+        }
         (x, y) => Err(at(format!("type {} here but {} there", kind(x), kind(y)))),
     }
 }
@@ -818,9 +848,21 @@ mod tests {
                 name: "s".into(),
                 size: 32,
                 members: vec![
-                    Member { name: "a".into(), offset: 0, ty: 0 },
-                    Member { name: "p".into(), offset: 8, ty: 1 },
-                    Member { name: "q".into(), offset: 16, ty: 2 },
+                    Member {
+                        name: "a".into(),
+                        offset: 0,
+                        ty: 0,
+                    },
+                    Member {
+                        name: "p".into(),
+                        offset: 8,
+                        ty: 1,
+                    },
+                    Member {
+                        name: "q".into(),
+                        offset: 16,
+                        ty: 2,
+                    },
                 ],
             },
             Type::Array { elem: 3, count: 3 },
@@ -830,31 +872,71 @@ mod tests {
         let l = compatible_layout(&a, 4, &b, 4).unwrap();
         assert_eq!(l.size, 96);
         assert_eq!(l.pointers, vec![8, 16, 24, 40, 48, 56, 72, 80, 88]);
-        assert_eq!(compatible_layout(&a, 0, &b, 0).unwrap(), Layout { size: 4, pointers: vec![] });
+        assert_eq!(
+            compatible_layout(&a, 0, &b, 0).unwrap(),
+            Layout {
+                size: 4,
+                pointers: vec![]
+            }
+        );
     }
 
     #[test]
     fn differences_are_reported() {
         let a = info(vec![
             int(4),
-            Type::Base { name: "long double".into(), size: 16, encoding: BaseEncoding::Float },
-            Type::Base { name: "char".into(), size: 1, encoding: BaseEncoding::SignedChar },
-            Type::Struct { name: "__va_list_tag".into(), size: 24, members: vec![] },
+            Type::Base {
+                name: "long double".into(),
+                size: 16,
+                encoding: BaseEncoding::Float,
+            },
+            Type::Base {
+                name: "char".into(),
+                size: 1,
+                encoding: BaseEncoding::SignedChar,
+            },
+            Type::Struct {
+                name: "__va_list_tag".into(),
+                size: 24,
+                members: vec![],
+            },
             Type::Unsupported("variable-length or unbounded array".into()),
         ]);
         let b = info(vec![
             int(8),
-            Type::Base { name: "long double".into(), size: 16, encoding: BaseEncoding::Float },
-            Type::Base { name: "char".into(), size: 1, encoding: BaseEncoding::UnsignedChar },
-            Type::Struct { name: "__va_list".into(), size: 32, members: vec![] },
+            Type::Base {
+                name: "long double".into(),
+                size: 16,
+                encoding: BaseEncoding::Float,
+            },
+            Type::Base {
+                name: "char".into(),
+                size: 1,
+                encoding: BaseEncoding::UnsignedChar,
+            },
+            Type::Struct {
+                name: "__va_list".into(),
+                size: 32,
+                members: vec![],
+            },
             Type::Pointer,
         ]);
-        assert!(compatible_layout(&a, 0, &b, 0).unwrap_err().contains("4 bytes here but 8"));
+        assert!(compatible_layout(&a, 0, &b, 0)
+            .unwrap_err()
+            .contains("4 bytes here but 8"));
         assert!(compatible_layout(&a, 1, &b, 1).unwrap_err().contains("x87"));
-        assert!(compatible_layout(&a, 2, &b, 2).unwrap_err().contains("-fsigned-char"));
-        assert!(compatible_layout(&a, 3, &b, 3).unwrap_err().contains("24 bytes"));
-        assert!(compatible_layout(&a, 4, &b, 4).unwrap_err().contains("variable-length"));
-        assert!(compatible_layout(&a, 0, &b, 4).unwrap_err().contains("pointer"));
+        assert!(compatible_layout(&a, 2, &b, 2)
+            .unwrap_err()
+            .contains("-fsigned-char"));
+        assert!(compatible_layout(&a, 3, &b, 3)
+            .unwrap_err()
+            .contains("24 bytes"));
+        assert!(compatible_layout(&a, 4, &b, 4)
+            .unwrap_err()
+            .contains("variable-length"));
+        assert!(compatible_layout(&a, 0, &b, 4)
+            .unwrap_err()
+            .contains("pointer"));
     }
 
     #[test]
@@ -865,12 +947,19 @@ mod tests {
                 Type::Struct {
                     name: "s".into(),
                     size: 8,
-                    members: vec![Member { name: "x".into(), offset: off, ty: 0 }],
+                    members: vec![Member {
+                        name: "x".into(),
+                        offset: off,
+                        ty: 0,
+                    }],
                 },
             ])
         };
         let err = compatible_layout(&mk(0), 1, &mk(4), 1).unwrap_err();
-        assert!(err.contains("member x at offset 0 here but x at 4"), "{err}");
+        assert!(
+            err.contains("member x at offset 0 here but x at 4"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -887,13 +976,47 @@ mod tests {
         assert!(v.in_scope(0x10) && !v.in_scope(0x20));
         let d = DebugInfo {
             functions: vec![
-                Function { name: "a".into(), low: 0x10, high: 0x20, file: "x.c".into(), decl_line: 1, frame_base: FrameBase::Cfa, vars: vec![] },
-                Function { name: "b".into(), low: 0x30, high: 0x40, file: "x.c".into(), decl_line: 2, frame_base: FrameBase::Cfa, vars: vec![] },
+                Function {
+                    name: "a".into(),
+                    low: 0x10,
+                    high: 0x20,
+                    file: "x.c".into(),
+                    decl_line: 1,
+                    frame_base: FrameBase::Cfa,
+                    vars: vec![],
+                },
+                Function {
+                    name: "b".into(),
+                    low: 0x30,
+                    high: 0x40,
+                    file: "x.c".into(),
+                    decl_line: 2,
+                    frame_base: FrameBase::Cfa,
+                    vars: vec![],
+                },
             ],
             lines: vec![
-                LineRow { addr: 0x10, file: 0, line: 3, column: 5, end_sequence: false },
-                LineRow { addr: 0x18, file: 0, line: 4, column: 0, end_sequence: false },
-                LineRow { addr: 0x20, file: 0, line: 0, column: 0, end_sequence: true },
+                LineRow {
+                    addr: 0x10,
+                    file: 0,
+                    line: 3,
+                    column: 5,
+                    end_sequence: false,
+                },
+                LineRow {
+                    addr: 0x18,
+                    file: 0,
+                    line: 4,
+                    column: 0,
+                    end_sequence: false,
+                },
+                LineRow {
+                    addr: 0x20,
+                    file: 0,
+                    line: 0,
+                    column: 0,
+                    end_sequence: true,
+                },
             ],
             files: vec!["x.c".into()],
             ..DebugInfo::default()

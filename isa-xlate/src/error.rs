@@ -77,7 +77,9 @@ pub enum XlateError {
         what: String,
     },
     /// The snapshot's stack image does not cover an address the unwinder or copier needs.
-    #[error("stack address {addr:#x} ({what}) is outside the {isa} stack image [{base:#x}, {end:#x})")]
+    #[error(
+        "stack address {addr:#x} ({what}) is outside the {isa} stack image [{base:#x}, {end:#x})"
+    )]
     StackOutOfRange {
         /// Address.
         addr: u64,
@@ -125,7 +127,9 @@ pub enum XlateError {
         isa: Isa,
     },
     /// A function of the source stack has no DWARF in one of the binaries.
-    #[error("function {function} has no DWARF description in the {isa} binary (build with -g -O0)")]
+    #[error(
+        "function {function} has no DWARF description in the {isa} binary (build with -g -O0)"
+    )]
     NoDebugInfo {
         /// Function.
         function: String,

@@ -20,3 +20,13 @@ pub use callsites::{CallSite, CallSiteKey};
 pub use error::{Result, XlateError};
 pub use regs::{Aarch64Regs, Isa, RegisterFile, X86_64Regs};
 pub use snapshot::{StackImage, ThreadSnapshot};
+pub mod pointers;
+pub mod translate;
+pub mod unwind;
+pub mod values;
+
+pub use translate::{
+    check_symbols, translate, AddressPolicy, FrameReport, Options, StackPlacement, Translation,
+};
+pub use unwind::{migration_frames, migration_point_return, AppFrame};
+pub use values::{frame_values, FrameValues, PointerTarget, VarValue};
