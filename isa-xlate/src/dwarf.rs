@@ -586,6 +586,33 @@ impl DebugInfo {
         }
     }
 
+    /// Mark the bytes of `ty` (placed at `base` in `mask`) that belong to members rather than
+    /// padding; unions and enums count as fully used.
+    pub fn mark_data_bytes(&self, ty: TypeId, base: u64, mask: &mut [bool]) {
+        let mut mark = |lo: u64, len: u64| {
+            let lo = lo as usize;
+            let hi = (lo + len as usize).min(mask.len());
+            if lo < hi {
+                mask[lo..hi].fill(true);
+            }
+        };
+        match self.types.get(ty) {
+            Some(Type::Struct { members, .. }) => {
+                for m in members {
+                    self.mark_data_bytes(m.ty, base + m.offset, mask);
+                }
+            }
+            Some(Type::Array { elem, count }) => {
+                let esize = self.size_of(*elem).unwrap_or(0);
+                for i in 0..*count {
+                    self.mark_data_bytes(*elem, base + i * esize, mask);
+                }
+            }
+            Some(_) => mark(base, self.size_of(ty).unwrap_or(0)),
+            None => {}
+        }
+    }
+
     /// The function containing `pc`.
     pub fn function_at(&self, pc: u64) -> Option<&Function> {
         let i = self.functions.partition_point(|f| f.low <= pc);
@@ -937,6 +964,42 @@ mod tests {
         assert!(compatible_layout(&a, 0, &b, 4)
             .unwrap_err()
             .contains("pointer"));
+    }
+
+    #[test]
+    fn padding_is_not_data() {
+        let d = info(vec![
+            int(4),
+            Type::Base {
+                name: "char".into(),
+                size: 1,
+                encoding: BaseEncoding::SignedChar,
+            },
+            Type::Struct {
+                name: "s".into(),
+                size: 8,
+                members: vec![
+                    Member {
+                        name: "c".into(),
+                        offset: 0,
+                        ty: 1,
+                    },
+                    Member {
+                        name: "i".into(),
+                        offset: 4,
+                        ty: 0,
+                    },
+                ],
+            },
+            Type::Array { elem: 2, count: 2 },
+        ]);
+        let mut mask = vec![false; 16];
+        d.mark_data_bytes(3, 0, &mut mask);
+        let want: Vec<bool> = [1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1]
+            .iter()
+            .map(|&b| b == 1)
+            .collect();
+        assert_eq!(mask, want);
     }
 
     #[test]

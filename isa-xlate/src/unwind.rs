@@ -66,7 +66,8 @@ fn step_frame(
     })
 }
 
-/// Registers of the migration point's caller right after [`MIGRATE_POINT`] returns.
+/// Registers of the migration point's caller right after [`MIGRATE_POINT`] returns. A snapshot
+/// that is already in that state (the output of a translation) is returned as is.
 pub fn migration_point_return(snap: &ThreadSnapshot, bin: &Binary) -> Result<RegisterFile> {
     if snap.isa() != bin.isa {
         return Err(XlateError::IsaMismatch {
@@ -76,6 +77,16 @@ pub fn migration_point_return(snap: &ThreadSnapshot, bin: &Binary) -> Result<Reg
         });
     }
     let mut regs = snap.regs.clone();
+    // Already resumed state (a translated snapshot): PC is the return address of a call to
+    // the migration point.
+    if bin
+        .call_sites
+        .by_return_address(regs.pc())
+        .is_some_and(|s| s.key.callee == MIGRATE_POINT)
+        && bin.function_name_at(regs.pc()) != MIGRATE_POINT
+    {
+        return Ok(regs);
+    }
     let mut seen: Vec<String> = Vec::new();
     for i in 0..MAX_FRAMES {
         let pc = regs.pc();

@@ -37,7 +37,7 @@ pub enum PointerTarget {
 pub struct VarValue {
     /// Name.
     pub name: String,
-    /// Bytes with pointer slots zeroed.
+    /// Bytes with pointer slots and struct padding zeroed.
     pub bytes: Vec<u8>,
     /// Pointer slots: (offset, target).
     pub pointers: Vec<(u64, PointerTarget)>,
@@ -118,6 +118,13 @@ pub fn frame_values(snap: &ThreadSnapshot, bin: &Binary) -> Result<Vec<FrameValu
                     end: snap.stack.end(),
                 })?
                 .to_vec();
+            let mut used = vec![false; bytes.len()];
+            bin.debug.mark_data_bytes(v.ty, 0, &mut used);
+            for (b, u) in bytes.iter_mut().zip(&used) {
+                if !u {
+                    *b = 0;
+                }
+            }
             let mut pointers = Vec::new();
             for &p in &layout.pointers {
                 let val = snap.stack.read_u64(addr + p).unwrap_or(0);

@@ -1,0 +1,378 @@
+//! Test harness: build the C test programs for both ISAs, run the x86_64 one natively under
+//! ptrace and the aarch64 one under `qemu-aarch64 -g` (GDB remote protocol) until they reach the
+//! migration point, and take real snapshots; also write a translated snapshot back and resume.
+#![allow(dead_code)]
+
+use popcorn_isa::{Aarch64Regs, RegisterFile, StackImage, ThreadSnapshot, X86_64Regs};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const CFLAGS: &[&str] = &[
+    "-O0",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fno-inline",
+    "-fno-stack-protector",
+    "-static",
+    "-no-pie",
+    "-fsigned-char",
+];
+
+pub struct Pair {
+    pub x86: PathBuf,
+    pub a64: PathBuf,
+}
+
+fn out_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("isa-xlate-programs");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Compile `programs/<name>.c` + the migrate stub for both ISAs (once per test process).
+pub fn build(name: &str, extra: &[&str]) -> Pair {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let tag = format!("{name}{}", extra.join("").replace(['-', '='], "_"));
+    let x86 = out_dir().join(format!("{tag}.x86_64"));
+    let a64 = out_dir().join(format!("{tag}.aarch64"));
+    for (cc, out, isa_flags) in [
+        ("gcc", &x86, &["-mno-red-zone"][..]),
+        ("aarch64-linux-gnu-gcc", &a64, &[][..]),
+    ] {
+        let st = Command::new(cc)
+            .args(CFLAGS)
+            .args(isa_flags)
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .arg(src.join(format!("{name}.c")))
+            .arg(src.join("migrate_stub.c"))
+            .status()
+            .unwrap_or_else(|e| panic!("{cc}: {e}"));
+        assert!(st.success(), "{cc} failed for {name}");
+    }
+    Pair { x86, a64 }
+}
+
+pub fn recurse_pair() -> &'static Pair {
+    static P: OnceLock<Pair> = OnceLock::new();
+    P.get_or_init(|| build("recurse", &[]))
+}
+
+/// Output of an unmigrated native run.
+pub fn native_output(bin: &Path, seed: &str) -> String {
+    let o = Command::new(bin)
+        .env("XLATE_SEED", seed)
+        .env("XLATE_NO_STOP", "1")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn read_stack(pid: i32, sp: u64) -> StackImage {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let (lo, hi) = maps
+        .lines()
+        .filter_map(|l| {
+            let r = l.split_whitespace().next()?;
+            let (a, b) = r.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .find(|&(a, b)| sp >= a && sp < b)
+        .expect("stack mapping");
+    let base = (sp.saturating_sub(8192) & !0xfff).max(lo);
+    let mut buf = vec![0u8; (hi - base) as usize];
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    f.read_exact_at(&mut buf, base).unwrap();
+    StackImage::new(base, buf)
+}
+
+fn write_stack(pid: i32, img: &StackImage) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .unwrap();
+    f.write_all_at(&img.bytes, img.base).unwrap();
+}
+
+/// A native x86_64 process stopped (SIGSTOP under ptrace) at the migration point.
+pub struct X86Proc {
+    pub child: Child,
+}
+
+fn wait_stop(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: plain waitpid on our own traced child.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+    assert_eq!(r, pid, "waitpid");
+    status
+}
+
+impl X86Proc {
+    pub fn start(bin: &Path, seed: &str) -> (X86Proc, ThreadSnapshot) {
+        let mut cmd = Command::new(bin);
+        cmd.env("XLATE_SEED", seed).stdout(Stdio::piped());
+        // SAFETY: PTRACE_TRACEME is async-signal-safe and only affects the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        let pid = child.id() as i32;
+        let st = wait_stop(pid);
+        assert!(
+            libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGTRAP,
+            "exec stop"
+        );
+        // SAFETY: continuing our stopped tracee.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, 0) };
+        let st = wait_stop(pid);
+        assert!(
+            libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGSTOP,
+            "migration stop: {st:#x}"
+        );
+        let p = X86Proc { child };
+        let snap = p.snapshot();
+        (p, snap)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn snapshot(&self) -> ThreadSnapshot {
+        let pid = self.pid();
+        // SAFETY: user_regs_struct is plain data; PTRACE_GETREGS fills it for a stopped tracee.
+        let mut u: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        // SAFETY: see above.
+        let r = unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut u as *mut _) };
+        assert_eq!(r, 0, "GETREGS");
+        let gpr = [
+            u.rax, u.rdx, u.rcx, u.rbx, u.rsi, u.rdi, u.rbp, u.rsp, u.r8, u.r9, u.r10, u.r11,
+            u.r12, u.r13, u.r14, u.r15,
+        ];
+        let regs = RegisterFile::X86_64(X86_64Regs {
+            gpr,
+            rip: u.rip,
+            rflags: u.eflags,
+            fs_base: u.fs_base,
+            gs_base: u.gs_base,
+            ..X86_64Regs::default()
+        });
+        let stack = read_stack(pid, u.rsp);
+        ThreadSnapshot { regs, stack }
+    }
+
+    /// Install `snap` (registers + stack) and run to exit; returns stdout.
+    pub fn resume_with(mut self, snap: &ThreadSnapshot) -> String {
+        let pid = self.pid();
+        let RegisterFile::X86_64(x) = &snap.regs else {
+            panic!("not x86")
+        };
+        write_stack(pid, &snap.stack);
+        // SAFETY: as in snapshot().
+        let mut u: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        // SAFETY: stopped tracee.
+        unsafe { libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut u as *mut _) };
+        let g = &x.gpr;
+        (u.rax, u.rdx, u.rcx, u.rbx, u.rsi, u.rdi, u.rbp, u.rsp) =
+            (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+        (u.r8, u.r9, u.r10, u.r11, u.r12, u.r13, u.r14, u.r15) =
+            (g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
+        u.rip = x.rip;
+        u.orig_rax = u64::MAX; // no syscall restart
+                               // SAFETY: stopped tracee, valid struct.
+        let r = unsafe { libc::ptrace(libc::PTRACE_SETREGS, pid, 0, &u as *const _) };
+        assert_eq!(r, 0, "SETREGS");
+        // SAFETY: resume without delivering the stop signal.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, 0) };
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let st = wait_stop(pid);
+        assert!(
+            libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+            "exit status {st:#x}"
+        );
+        out
+    }
+}
+
+impl Drop for X86Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An aarch64 program under `qemu-aarch64 -g PORT`, controlled over the GDB remote protocol.
+pub struct A64Proc {
+    pub child: Child,
+    sock: TcpStream,
+}
+
+fn checksum(s: &[u8]) -> u8 {
+    s.iter().fold(0u8, |a, b| a.wrapping_add(*b))
+}
+
+impl A64Proc {
+    pub fn start(bin: &Path, seed: &str, stop_at: u64) -> (A64Proc, ThreadSnapshot) {
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let mut last_err = None;
+        for _ in 0..20 {
+            let port = 20000
+                + (std::process::id() % 20000) as u16
+                + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) * 7;
+            let mut child = Command::new("qemu-aarch64")
+                .args(["-cpu", "cortex-a72", "-g", &port.to_string()])
+                .arg(bin)
+                .env("XLATE_SEED", seed)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("qemu-aarch64");
+            let t0 = Instant::now();
+            let sock = loop {
+                match TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(s) => break Some(s),
+                    Err(e) => {
+                        if t0.elapsed() > Duration::from_secs(5)
+                            || child.try_wait().ok().flatten().is_some()
+                        {
+                            last_err = Some(e);
+                            break None;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            };
+            let Some(sock) = sock else {
+                let _ = child.kill();
+                let _ = child.wait();
+                continue;
+            };
+            sock.set_nodelay(true).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut p = A64Proc { child, sock };
+            assert_eq!(p.cmd(&format!("Z0,{stop_at:x},4")), "OK");
+            let stop = p.cmd("c");
+            assert!(
+                stop.starts_with('T') || stop.starts_with('S'),
+                "stop reply {stop}"
+            );
+            assert_eq!(p.cmd(&format!("z0,{stop_at:x},4")), "OK");
+            let snap = p.snapshot();
+            return (p, snap);
+        }
+        panic!("could not start qemu-aarch64 -g: {last_err:?}");
+    }
+
+    fn send(&mut self, body: &str) {
+        let pkt = format!("${body}#{:02x}", checksum(body.as_bytes()));
+        self.sock.write_all(pkt.as_bytes()).unwrap();
+    }
+
+    fn recv(&mut self) -> String {
+        let mut byte = [0u8; 1];
+        // Skip acks until '$'.
+        loop {
+            self.sock.read_exact(&mut byte).unwrap();
+            if byte[0] == b'$' {
+                break;
+            }
+        }
+        let mut body = Vec::new();
+        loop {
+            self.sock.read_exact(&mut byte).unwrap();
+            if byte[0] == b'#' {
+                break;
+            }
+            body.push(byte[0]);
+        }
+        let mut cs = [0u8; 2];
+        self.sock.read_exact(&mut cs).unwrap();
+        self.sock.write_all(b"+").unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    pub fn cmd(&mut self, body: &str) -> String {
+        self.send(body);
+        self.recv()
+    }
+
+    pub fn snapshot(&mut self) -> ThreadSnapshot {
+        let g = self.cmd("g");
+        let bytes: Vec<u8> = (0..g.len() / 2)
+            .map(|i| u8::from_str_radix(&g[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(bytes.len() >= 33 * 8 + 4, "short g reply");
+        let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap());
+        let mut r = Aarch64Regs::default();
+        for i in 0..31 {
+            r.x[i] = word(i);
+        }
+        r.sp = word(31);
+        r.pc = word(32);
+        r.pstate = u64::from(u32::from_le_bytes(bytes[264..268].try_into().unwrap()));
+        let stack = read_stack(self.child.id() as i32, r.sp);
+        ThreadSnapshot {
+            regs: RegisterFile::Aarch64(r),
+            stack,
+        }
+    }
+
+    /// Install `snap` and run to exit; returns stdout.
+    pub fn resume_with(mut self, snap: &ThreadSnapshot) -> String {
+        let RegisterFile::Aarch64(r) = &snap.regs else {
+            panic!("not aarch64")
+        };
+        write_stack(self.child.id() as i32, &snap.stack);
+        let g = self.cmd("g");
+        let mut bytes: Vec<u8> = (0..g.len() / 2)
+            .map(|i| u8::from_str_radix(&g[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let mut put = |i: usize, v: u64| bytes[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+        for i in 0..31 {
+            put(i, r.x[i]);
+        }
+        put(31, r.sp);
+        put(32, r.pc);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(self.cmd(&format!("G{hex}")), "OK");
+        let exit = self.cmd("c");
+        assert!(exit.starts_with('W'), "exit reply {exit}");
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    }
+}
+
+impl Drop for A64Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
