@@ -373,7 +373,7 @@ mod tests {
         let mut regs = RegisterFile::zeroed(Isa::X86_64);
         regs.set(x86_64::RBP, 0x7080);
         regs.set(x86_64::R8, 5);
-        let mem = |a: u64| (a >= 0x7000 && a < 0x7100).then_some(a * 2);
+        let mem = |a: u64| (0x7000..0x7100).contains(&a).then_some(a * 2);
         let s = step(&row, &regs, mem).unwrap();
         assert_eq!(s.caller.get(x86_64::RBX), Some(5));
         assert_eq!(s.caller.get(x86_64::RSI), Some(0x7090 - 32));

@@ -132,6 +132,9 @@ pub struct Aarch64Regs {
 }
 
 /// The register file of one thread on one ISA.
+// Both variants are plain register arrays (aarch64 has twice the vector registers); boxing
+// would only add an allocation per snapshot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegisterFile {
     /// x86_64 registers.
