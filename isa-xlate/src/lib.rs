@@ -9,6 +9,7 @@
 pub mod binary;
 pub mod callsites;
 pub mod cfi;
+pub mod check;
 pub mod conventions;
 pub mod dwarf;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod snapshot;
 
 pub use binary::{Binary, SymKind, Symbol};
 pub use callsites::{CallSite, CallSiteKey};
+pub use check::{check_binary, check_pair, Problem};
 pub use error::{Result, XlateError};
 pub use regs::{Aarch64Regs, Isa, RegisterFile, X86_64Regs};
 pub use snapshot::{StackImage, ThreadSnapshot};

@@ -206,7 +206,8 @@ mod tests {
         );
         assert_eq!(fix_pointer(0, &o, live, stack, none), PointerFix::Unchanged);
         let sym = |v: u64| {
-            (0x4c0000..0x4c0100).contains(&v)
+            (0x4c0000..0x4c0100)
+                .contains(&v)
                 .then(|| (v - 0x4c0000 + 0x4b0000, "g_table".to_string()))
         };
         assert_eq!(

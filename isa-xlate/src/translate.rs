@@ -165,6 +165,31 @@ fn fp_value(bin: &Binary, f: &Function, row: &CfiRow, cfa: u64, ra: u64) -> Resu
     }
 }
 
+/// gcc -O0 keeps unnamed temporaries in callee-saved registers across calls; a frame that has
+/// saved one of them (other than FP/LR) may hold such a value, which DWARF does not describe.
+fn refuse_live_temporaries(bin: &Binary, f: &Function, ra: u64, line: u32) -> Result<()> {
+    let Some(row) = bin.cfi.lookup(ra - 1) else {
+        return Ok(());
+    };
+    let scratch = crate::check::callee_saved_scratch(bin.isa);
+    match row
+        .regs
+        .iter()
+        .find(|(r, rule)| scratch.contains(r) && matches!(rule, RegRule::Offset(_)))
+    {
+        Some(&(reg, _)) => Err(XlateError::Unsupported {
+            function: f.name.clone(),
+            loc: loc_of(f, line),
+            isa: bin.isa,
+            what: format!(
+                "the frame saves {}, so a temporary may be live across the call (rejected by the build checker)",
+                RegisterFile::dwarf_name(bin.isa, reg)
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn frame_slot(bin: &Binary, f: &Function, row: &CfiRow, reg: u16, ra: u64) -> Result<i64> {
     match row.rule(reg) {
         RegRule::Offset(o) => Ok(o),
@@ -263,6 +288,9 @@ pub fn translate(
                 function: df.name.clone(),
                 isa: dst_isa,
             })?;
+        for (bin, func, ra) in [(src_bin, f, fr.site.ret_addr), (dst_bin, df, ds.ret_addr)] {
+            refuse_live_temporaries(bin, func, ra, key.line)?;
+        }
         let size = dst_bin.frame_size_at(df, ds.ret_addr)?;
         let cfa = next_cfa;
         let sp = cfa.checked_sub(size).ok_or_else(|| {
