@@ -324,3 +324,66 @@ fn translation_time_per_frame() {
     let floor = if cfg!(debug_assertions) { 500.0 } else { 50.0 };
     assert!(per_frame < floor, "{per_frame} us/frame");
 }
+
+#[test]
+fn aarch64_thread_stopped_deep_in_libc_unwinds_to_the_same_state() {
+    let b = bins();
+    let p = recurse_pair();
+    let deep = b
+        .a64
+        .symbols
+        .iter()
+        .find(|s| s.name.starts_with("__pthread_kill_implementation"))
+        .map(|s| s.addr)
+        .unwrap_or_else(|| b.a64.symbol("raise").unwrap().addr);
+    let (_a1, at_stop) = A64Proc::start(&p.a64, "5", a64_stop(b));
+    let (_a2, in_libc) = A64Proc::start(&p.a64, "5", deep);
+    assert_ne!(at_stop.regs.pc(), in_libc.regs.pc());
+    // Same registers after the migration point returns: SP, FP, PC and the callee-saved ones
+    // (caller-saved registers and flags differ: libc ran in between).
+    let want = migration_point_return(&at_stop, &b.a64).unwrap();
+    let got = migration_point_return(&in_libc, &b.a64).unwrap();
+    assert_eq!(
+        (want.pc(), want.sp(), want.fp()),
+        (got.pc(), got.sp(), got.fp())
+    );
+    for n in 19..=28 {
+        assert_eq!(want.get(n), got.get(n), "x{n}");
+    }
+    let v1 = frame_values(&at_stop, &b.a64).unwrap();
+    let v2 = frame_values(&in_libc, &b.a64).unwrap();
+    assert_same_values(
+        &v1,
+        &v2,
+        "stopped in libc vs at __popcorn_migrate_stop",
+        &["h", "result"],
+    );
+}
+
+#[test]
+fn cfi_at_call_sites_of_real_binaries() {
+    use popcorn_isa::cfi::{CfaRule, RegRule};
+    let b = bins();
+    for (bin, cfa_reg) in [(&b.x86, 6u16), (&b.a64, 31u16)] {
+        let site = bin
+            .call_sites
+            .iter()
+            .find(|s| s.key.caller == "recurse" && s.key.callee == "popcorn_migrate_point")
+            .unwrap();
+        let row = bin.cfi.lookup(site.ret_addr - 1).unwrap();
+        let CfaRule::RegOffset { reg, offset } = row.cfa else {
+            panic!("{row:?}")
+        };
+        assert_eq!(reg, cfa_reg, "{}", bin.isa);
+        assert!(offset > 0);
+        assert!(matches!(row.rule(bin.isa.dwarf_fp()), RegRule::Offset(o) if o < 0));
+        assert!(matches!(row.rule(bin.isa.dwarf_ra()), RegRule::Offset(o) if o < 0));
+        let f = bin.debug.function("recurse").unwrap();
+        let size = bin.frame_size_at(f, site.ret_addr).unwrap();
+        assert!(
+            size >= 0x100 && size % 16 == 0,
+            "{}: frame size {size:#x}",
+            bin.isa
+        );
+    }
+}
