@@ -5,8 +5,8 @@
 
 use popcorn_isa::{Aarch64Regs, RegisterFile, StackImage, ThreadSnapshot, X86_64Regs};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -222,10 +222,10 @@ impl Drop for X86Proc {
     }
 }
 
-/// An aarch64 program under `qemu-aarch64 -g PORT`, controlled over the GDB remote protocol.
+/// An aarch64 program under `qemu-aarch64 -g SOCKET`, controlled over the GDB remote protocol.
 pub struct A64Proc {
     pub child: Child,
-    sock: TcpStream,
+    sock: UnixStream,
 }
 
 fn checksum(s: &[u8]) -> u8 {
@@ -234,55 +234,47 @@ fn checksum(s: &[u8]) -> u8 {
 
 impl A64Proc {
     pub fn start(bin: &Path, seed: &str, stop_at: u64) -> (A64Proc, ThreadSnapshot) {
-        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-        let mut last_err = None;
-        for _ in 0..20 {
-            let port = 20000
-                + (std::process::id() % 20000) as u16
-                + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) * 7;
-            let mut child = Command::new("qemu-aarch64")
-                .args(["-cpu", "cortex-a72", "-g", &port.to_string()])
-                .arg(bin)
-                .env("XLATE_SEED", seed)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("qemu-aarch64");
-            let t0 = Instant::now();
-            let sock = loop {
-                match TcpStream::connect(("127.0.0.1", port)) {
-                    Ok(s) => break Some(s),
-                    Err(e) => {
-                        if t0.elapsed() > Duration::from_secs(5)
-                            || child.try_wait().ok().flatten().is_some()
-                        {
-                            last_err = Some(e);
-                            break None;
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+        // A unix socket per instance (qemu's -g takes a path): no port collisions with other
+        // users of the machine, and no Nagle delay to disable.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = out_dir().join(format!("gdb-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let child = Command::new("qemu-aarch64")
+            .args(["-cpu", "cortex-a72", "-g"])
+            .arg(&path)
+            .arg(bin)
+            .env("XLATE_SEED", seed)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-aarch64");
+        let t0 = Instant::now();
+        let sock = loop {
+            match UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(10),
+                        "qemu gdbstub {path:?}: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-            };
-            let Some(sock) = sock else {
-                let _ = child.kill();
-                let _ = child.wait();
-                continue;
-            };
-            sock.set_nodelay(true).unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            let mut p = A64Proc { child, sock };
-            assert_eq!(p.cmd(&format!("Z0,{stop_at:x},4")), "OK");
-            let stop = p.cmd("c");
-            assert!(
-                stop.starts_with('T') || stop.starts_with('S'),
-                "stop reply {stop}"
-            );
-            assert_eq!(p.cmd(&format!("z0,{stop_at:x},4")), "OK");
-            let snap = p.snapshot();
-            return (p, snap);
-        }
-        panic!("could not start qemu-aarch64 -g: {last_err:?}");
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut p = A64Proc { child, sock };
+        assert_eq!(p.cmd(&format!("Z0,{stop_at:x},4")), "OK");
+        let stop = p.cmd("c");
+        assert!(
+            stop.starts_with('T') || stop.starts_with('S'),
+            "stop reply {stop}"
+        );
+        assert_eq!(p.cmd(&format!("z0,{stop_at:x},4")), "OK");
+        let snap = p.snapshot();
+        (p, snap)
     }
 
     fn send(&mut self, body: &str) {
