@@ -683,6 +683,11 @@ fn frame_base(unit: &gimli::Unit<R<'_>>, v: AttributeValue<R<'_>>) -> FrameBase 
     }
 }
 
+/// Largest stack object the translator copies (bytes).
+const MAX_OBJECT: u64 = 1 << 30;
+/// Most pointer slots inside one object.
+const MAX_POINTER_SLOTS: u64 = 1 << 20;
+
 /// Layout facts about one variable's type, checked against the other binary's type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Layout {
@@ -816,9 +821,19 @@ fn compare(
             let esize = a
                 .size_of(*e1)
                 .ok_or_else(|| at("array element of unknown size".into()))?;
+            if esize.checked_mul(*c1).is_none_or(|n| n > MAX_OBJECT) {
+                return Err(at(format!(
+                    "array of {c1} elements of {esize} bytes is too large"
+                )));
+            }
             let mut one = Layout::default();
             compare(a, *e1, b, *e2, 0, &format!("{path}[]"), &mut one)?;
             if !one.pointers.is_empty() {
+                if c1.saturating_mul(one.pointers.len() as u64) > MAX_POINTER_SLOTS {
+                    return Err(at(format!(
+                        "array of {c1} elements holds too many pointers to fix up"
+                    )));
+                }
                 for i in 0..*c1 {
                     out.pointers
                         .extend(one.pointers.iter().map(|p| base + i * esize + p));

@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// An instruction-set architecture the translator knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Isa {
     /// AMD64 / Intel 64, System V ABI.
     X86_64,
@@ -92,7 +92,7 @@ pub mod aarch64 {
 }
 
 /// x86_64 user register file (what ptrace or a GDB stub exposes for a thread).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct X86_64Regs {
     /// General registers in DWARF order: rax, rdx, rcx, rbx, rsi, rdi, rbp, rsp, r8..r15.
     pub gpr: [u64; 16],
@@ -111,7 +111,7 @@ pub struct X86_64Regs {
 }
 
 /// aarch64 user register file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Aarch64Regs {
     /// x0..x30 (x29 = frame pointer, x30 = link register).
     pub x: [u64; 31],
@@ -135,7 +135,7 @@ pub struct Aarch64Regs {
 // Both variants are plain register arrays (aarch64 has twice the vector registers); boxing
 // would only add an allocation per snapshot.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RegisterFile {
     /// x86_64 registers.
     X86_64(X86_64Regs),

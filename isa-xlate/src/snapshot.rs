@@ -6,7 +6,7 @@
 use crate::regs::{Isa, RegisterFile};
 
 /// A contiguous copy of (part of) a thread's stack: `bytes[i]` is the byte at `base + i`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StackImage {
     /// Lowest address covered.
     pub base: u64,
@@ -81,7 +81,7 @@ impl StackImage {
 }
 
 /// The state of one thread stopped at a migration point: registers and stack bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ThreadSnapshot {
     /// Register file; its variant names the ISA.
     pub regs: RegisterFile,
@@ -116,5 +116,19 @@ mod tests {
         assert_eq!(s.read(0x1018, 4), Some(&[0u8; 4][..]));
         assert_eq!(s.read(0x101c, 4), Some(&[0x44u8, 0x33, 0x22, 0x11][..]));
         assert_eq!(s.end(), 0x1020);
+    }
+
+    #[test]
+    fn snapshots_serialize() {
+        let mut regs = RegisterFile::zeroed(Isa::Aarch64);
+        regs.set(95, u64::MAX);
+        let snap = ThreadSnapshot {
+            regs,
+            stack: StackImage::new(0x0055_0000_0000, vec![1, 2, 3]),
+        };
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: ThreadSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snap);
+        assert_eq!(back.isa(), Isa::Aarch64);
     }
 }
