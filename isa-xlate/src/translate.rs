@@ -65,6 +65,51 @@ impl StackPlacement {
     }
 }
 
+impl StackPlacement {
+    /// Use a destination thread stopped at the entry of the outermost function (e.g. a fresh
+    /// destination process stopped by a breakpoint on `main`): `main`'s frame is built where
+    /// it was about to be, returning to the destination's own libc caller.
+    pub fn at_function_entry(dst: &ThreadSnapshot, dst_bin: &Binary) -> Result<Self> {
+        if dst.isa() != dst_bin.isa {
+            return Err(XlateError::IsaMismatch {
+                what: "placement snapshot",
+                expected: dst_bin.isa,
+                found: dst.isa(),
+            });
+        }
+        let pc = dst.regs.pc();
+        let function = dst_bin.function_name_at(pc);
+        if dst_bin.debug.function_at(pc).is_none_or(|f| f.low != pc) {
+            return Err(XlateError::Placement(format!(
+                "destination thread is at {pc:#x} in {function}, not at the entry of a function with DWARF"
+            )));
+        }
+        let row = dst_bin
+            .cfi
+            .lookup(pc)
+            .ok_or_else(|| XlateError::NoUnwindInfo {
+                pc,
+                function: function.clone(),
+                isa: dst_bin.isa,
+            })?;
+        let st = crate::cfi::step(row, &dst.regs, |a| dst.stack.read_u64(a)).map_err(|e| {
+            XlateError::UnsupportedCfi {
+                function,
+                pc,
+                isa: dst_bin.isa,
+                what: format!("{e:?}"),
+            }
+        })?;
+        Ok(StackPlacement {
+            outer_cfa: st.cfa,
+            outer_return_address: st.caller.pc(),
+            outer_frame_pointer: st.caller.fp(),
+            stack: dst.stack.clone(),
+            regs: dst.regs.clone(),
+        })
+    }
+}
+
 /// What happened to one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameReport {

@@ -387,3 +387,27 @@ fn cfi_at_call_sites_of_real_binaries() {
         );
     }
 }
+
+#[test]
+fn migrated_x86_thread_finishes_in_a_fresh_aarch64_process_stopped_at_main() {
+    let b = bins();
+    let p = recurse_pair();
+    let expected = common::native_output(&p.x86, "4242");
+    let (_x, xs) = X86Proc::start(&p.x86, "4242");
+    // A fresh destination stopped at the entry of main (nothing of the program has run).
+    let main = b.a64.debug.function("main").unwrap().low;
+    let (a, at_main) = A64Proc::start(&p.a64, "1", main);
+    let placement = StackPlacement::at_function_entry(&at_main, &b.a64).unwrap();
+    assert_eq!(
+        placement.outer_cfa,
+        at_main.regs.sp(),
+        "aarch64: CFA = sp at entry"
+    );
+    let t = translate(&xs, &b.x86, &b.a64, &placement, &MAP).unwrap();
+    assert_eq!(a.resume_with(&t.snapshot), expected);
+    // Not at the entry of an application function (here: in libc): refused with a message.
+    let raise = b.a64.symbol("raise").unwrap().addr;
+    let (_a2, at_stop) = A64Proc::start(&p.a64, "1", raise);
+    let err = StackPlacement::at_function_entry(&at_stop, &b.a64).unwrap_err();
+    assert!(err.to_string().contains("not at the entry"), "{err}");
+}
