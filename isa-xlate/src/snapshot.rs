@@ -68,6 +68,17 @@ impl StackImage {
         self.write(addr, &v.to_le_bytes())
     }
 
+    /// Grow the image downwards (with zeros) so that it starts at or below `addr`.
+    pub fn extend_down(&mut self, addr: u64) {
+        if addr < self.base {
+            let extra = (self.base - addr) as usize;
+            let mut bytes = vec![0u8; extra + self.bytes.len()];
+            bytes[extra..].copy_from_slice(&self.bytes);
+            self.bytes = bytes;
+            self.base = addr;
+        }
+    }
+
     /// Zero `[lo, hi)` (clamped to the image).
     pub fn zero(&mut self, lo: u64, hi: u64) {
         let lo = lo.max(self.base);
@@ -116,6 +127,12 @@ mod tests {
         assert_eq!(s.read(0x1018, 4), Some(&[0u8; 4][..]));
         assert_eq!(s.read(0x101c, 4), Some(&[0x44u8, 0x33, 0x22, 0x11][..]));
         assert_eq!(s.end(), 0x1020);
+        s.extend_down(0x0ff0);
+        assert_eq!((s.base, s.end()), (0x0ff0, 0x1020));
+        assert_eq!(s.read_u64(0x0ff0), Some(0));
+        assert_eq!(s.read(0x101c, 4), Some(&[0x44u8, 0x33, 0x22, 0x11][..]));
+        s.extend_down(0x2000);
+        assert_eq!(s.base, 0x0ff0);
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub struct StackPlacement {
     pub outer_return_address: u64,
     /// Frame pointer value of that caller.
     pub outer_frame_pointer: u64,
-    /// Destination stack to write into; must cover `[innermost SP, outer_cfa)`; bytes outside
-    /// the translated frames are kept.
+    /// Destination stack to write into; must cover the outermost frame's CFA and the slots
+    /// above it. It is grown downwards as far as the translated frames need (the output image
+    /// may start lower); bytes outside the translated frames are kept.
     pub stack: StackImage,
     /// Destination registers to start from (TLS base etc. are kept; PC, SP, FP and the link
     /// register are overwritten).
@@ -357,6 +358,9 @@ pub fn translate(
     let innermost_sp = next_cfa;
 
     let mut out = placement.stack.clone();
+    // The translated frames may reach below the destination's captured stack: grow the image
+    // (the caller writes it back; the stack mapping must cover it).
+    out.extend_down(innermost_sp & !0xf);
     if !out.contains(innermost_sp, placement.outer_cfa - innermost_sp) {
         return Err(XlateError::Placement(format!(
             "destination stack image [{:#x}, {:#x}) does not cover the translated frames [{innermost_sp:#x}, {:#x})",

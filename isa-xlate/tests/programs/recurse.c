@@ -26,6 +26,14 @@ struct node {
   long *ring[2];
 };
 
+enum color { RED, GREEN, BLUE };
+
+union bits {
+  long l;
+  double d;
+  unsigned char b[8];
+};
+
 int g_table[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 
 long mix(long h, long v) { return (h * 1000003L) ^ v; }
@@ -69,7 +77,15 @@ long recurse(int depth, struct node *parent, double acc, long seed) {
   struct node *p_up = parent;
   int *p_glob = &g_table[depth % 8];
   long (*fn)(long, long) = mix;
+  enum color col = (enum color)(depth % 3);
+  union bits un;
+  short grid[2][3];
+  int **pp = &p_arr;
+  struct node *chain[2];
   long r = 0;
+  un.d = acc + 0.5;
+  for (int k = 0; k < 6; k++)
+    grid[k / 3][k % 3] = (short)(k * depth - (int)seed);
   for (int k = 0; k < 5; k++)
     arr[k] = depth * 10 + k + (int)seed;
   for (int k = 0; k < 3; k++)
@@ -91,6 +107,8 @@ long recurse(int depth, struct node *parent, double acc, long seed) {
   me.name[1] = (char)('a' + depth);
   me.ring[0] = &l;
   me.ring[1] = parent ? &parent->pt.l : &l;
+  chain[0] = parent;
+  chain[1] = &me;
   {
     int inner = depth * 7 + (int)seed;
     if (depth == 20)
@@ -128,6 +146,12 @@ long recurse(int depth, struct node *parent, double acc, long seed) {
   if (p_up)
     h = mix(h, p_up->pt.x + *p_up->pdepth);
   h = mix(h, *p_glob);
+  h = mix(h, col);
+  h = mix(h, un.l);
+  for (int k = 0; k < 6; k++)
+    h = mix(h, grid[k / 3][k % 3]);
+  h = mix(h, **pp);
+  h = mix(h, chain[1]->pt.x + (chain[0] ? chain[0]->pt.x : -1));
   return h;
 }
 
