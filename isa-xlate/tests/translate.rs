@@ -411,3 +411,35 @@ fn migrated_x86_thread_finishes_in_a_fresh_aarch64_process_stopped_at_main() {
     let err = StackPlacement::at_function_entry(&at_stop, &b.a64).unwrap_err();
     assert!(err.to_string().contains("not at the entry"), "{err}");
 }
+
+#[test]
+fn thread_entry_is_the_outermost_frame() {
+    // Both sides under qemu (-g) here: ptrace of a stopping non-main thread is more harness
+    // than this test needs.
+    let p = common::build("threads", &["-pthread"]);
+    let x86 = Binary::load(&p.x86).unwrap();
+    let a64 = Binary::load(&p.a64).unwrap();
+    let expected = common::native_output(&p.x86, "11");
+    assert!(expected.starts_with("thread result "), "{expected}");
+    let (_x, xs) = common::QemuProc::start_isa(
+        popcorn_isa::Isa::X86_64,
+        &p.x86,
+        "11",
+        x86.symbol(MIGRATE_STOP).unwrap().addr,
+    );
+    let frames = migration_frames(&xs, &x86).unwrap();
+    let names: Vec<&str> = frames.iter().map(|f| f.function.name.as_str()).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert_eq!(names.last(), Some(&"worker"), "{names:?}");
+    let (a, a_own) = A64Proc::start(&p.a64, "500", a64.symbol(MIGRATE_STOP).unwrap().addr);
+    let placement = StackPlacement::from_snapshot(&a_own, &a64).unwrap();
+    let t = translate(&xs, &x86, &a64, &placement, &MAP).unwrap();
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    assert_same_values(
+        &frame_values(&xs, &x86).unwrap(),
+        &frame_values(&t.snapshot, &a64).unwrap(),
+        "threads",
+        &[],
+    );
+    assert_eq!(a.resume_with(&t.snapshot), expected);
+}

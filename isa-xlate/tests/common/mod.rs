@@ -226,7 +226,11 @@ impl Drop for X86Proc {
 pub struct A64Proc {
     pub child: Child,
     sock: UnixStream,
+    isa: popcorn_isa::Isa,
 }
+
+/// x86_64 under `qemu-x86_64 -g` (for multi-threaded programs): same client.
+pub type QemuProc = A64Proc;
 
 fn checksum(s: &[u8]) -> u8 {
     s.iter().fold(0u8, |a, b| a.wrapping_add(*b))
@@ -234,21 +238,34 @@ fn checksum(s: &[u8]) -> u8 {
 
 impl A64Proc {
     pub fn start(bin: &Path, seed: &str, stop_at: u64) -> (A64Proc, ThreadSnapshot) {
+        Self::start_isa(popcorn_isa::Isa::Aarch64, bin, seed, stop_at)
+    }
+
+    pub fn start_isa(
+        isa: popcorn_isa::Isa,
+        bin: &Path,
+        seed: &str,
+        stop_at: u64,
+    ) -> (A64Proc, ThreadSnapshot) {
         // A unix socket per instance (qemu's -g takes a path): no port collisions with other
         // users of the machine, and no Nagle delay to disable.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = out_dir().join(format!("gdb-{}-{n}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let child = Command::new("qemu-aarch64")
-            .args(["-cpu", "cortex-a72", "-g"])
+        let (qemu, cpu) = match isa {
+            popcorn_isa::Isa::Aarch64 => ("qemu-aarch64", "cortex-a72"),
+            popcorn_isa::Isa::X86_64 => ("qemu-x86_64", "max"),
+        };
+        let child = Command::new(qemu)
+            .args(["-cpu", cpu, "-g"])
             .arg(&path)
             .arg(bin)
             .env("XLATE_SEED", seed)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("qemu-aarch64");
+            .expect("qemu");
         let t0 = Instant::now();
         let sock = loop {
             match UnixStream::connect(&path) {
@@ -265,7 +282,7 @@ impl A64Proc {
         let _ = std::fs::remove_file(&path);
         sock.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let mut p = A64Proc { child, sock };
+        let mut p = A64Proc { child, sock, isa };
         assert_eq!(p.cmd(&format!("Z0,{stop_at:x},4")), "OK");
         let stop = p.cmd("c");
         assert!(
@@ -310,43 +327,75 @@ impl A64Proc {
         self.recv()
     }
 
-    pub fn snapshot(&mut self) -> ThreadSnapshot {
+    fn regs_bytes(&mut self) -> Vec<u8> {
         let g = self.cmd("g");
-        let bytes: Vec<u8> = (0..g.len() / 2)
-            .map(|i| u8::from_str_radix(&g[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        assert!(bytes.len() >= 33 * 8 + 4, "short g reply");
+        (0..g.len() / 2)
+            .map(|i| u8::from_str_radix(&g[2 * i..2 * i + 2], 16).unwrap_or(0))
+            .collect()
+    }
+
+    pub fn snapshot(&mut self) -> ThreadSnapshot {
+        let bytes = self.regs_bytes();
         let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap());
-        let mut r = Aarch64Regs::default();
-        for i in 0..31 {
-            r.x[i] = word(i);
-        }
-        r.sp = word(31);
-        r.pc = word(32);
-        r.pstate = u64::from(u32::from_le_bytes(bytes[264..268].try_into().unwrap()));
-        let stack = read_stack(self.child.id() as i32, r.sp);
-        ThreadSnapshot {
-            regs: RegisterFile::Aarch64(r),
-            stack,
-        }
+        let regs = match self.isa {
+            popcorn_isa::Isa::Aarch64 => {
+                assert!(bytes.len() >= 33 * 8 + 4, "short g reply");
+                let mut r = Aarch64Regs::default();
+                for i in 0..31 {
+                    r.x[i] = word(i);
+                }
+                r.sp = word(31);
+                r.pc = word(32);
+                r.pstate = u64::from(u32::from_le_bytes(bytes[264..268].try_into().unwrap()));
+                RegisterFile::Aarch64(r)
+            }
+            popcorn_isa::Isa::X86_64 => {
+                // i386-64bit.xml: rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip (8 bytes each).
+                assert!(bytes.len() >= 17 * 8, "short g reply");
+                let mut r = X86_64Regs::default();
+                let order = [0usize, 3, 2, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+                for (gdb, &dwarf) in order.iter().enumerate() {
+                    r.gpr[dwarf] = word(gdb);
+                }
+                r.rip = word(16);
+                RegisterFile::X86_64(r)
+            }
+        };
+        let stack = read_stack(self.child.id() as i32, regs.sp());
+        // guest_base must be 0: a GDB read of the stack equals the /proc/PID/mem read.
+        let sp = regs.sp();
+        let m = self.cmd(&format!("m{sp:x},10"));
+        let want: String = stack
+            .read(sp, 16)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(m, want, "guest_base is not 0");
+        ThreadSnapshot { regs, stack }
     }
 
     /// Install `snap` and run to exit; returns stdout.
     pub fn resume_with(mut self, snap: &ThreadSnapshot) -> String {
-        let RegisterFile::Aarch64(r) = &snap.regs else {
-            panic!("not aarch64")
-        };
         write_stack(self.child.id() as i32, &snap.stack);
-        let g = self.cmd("g");
-        let mut bytes: Vec<u8> = (0..g.len() / 2)
-            .map(|i| u8::from_str_radix(&g[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
+        let mut bytes = self.regs_bytes();
         let mut put = |i: usize, v: u64| bytes[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
-        for i in 0..31 {
-            put(i, r.x[i]);
+        match &snap.regs {
+            RegisterFile::Aarch64(r) => {
+                for i in 0..31 {
+                    put(i, r.x[i]);
+                }
+                put(31, r.sp);
+                put(32, r.pc);
+            }
+            RegisterFile::X86_64(r) => {
+                let order = [0usize, 3, 2, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+                for (gdb, &dwarf) in order.iter().enumerate() {
+                    put(gdb, r.gpr[dwarf]);
+                }
+                put(16, r.rip);
+            }
         }
-        put(31, r.sp);
-        put(32, r.pc);
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(self.cmd(&format!("G{hex}")), "OK");
         let exit = self.cmd("c");
