@@ -75,6 +75,17 @@ pub fn native_output(bin: &Path, seed: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Output of an unmigrated aarch64 run under qemu.
+pub fn native_output_a64(bin: &Path, seed: &str) -> String {
+    let o = Command::new("qemu-aarch64")
+        .arg(bin)
+        .env("XLATE_SEED", seed)
+        .env("XLATE_NO_STOP", "1")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn read_stack(pid: i32, sp: u64) -> StackImage {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let (lo, hi) = maps
@@ -416,4 +427,116 @@ impl Drop for A64Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Build `programs/<name>.c` for both ISAs with every application function and global at the
+/// same address (DESIGN §7; `popcorn build` automates this): per-symbol sections, renamed
+/// with objcopy so the default linker script leaves them alone, then placed at
+/// max(size)/max(align) positions in a code and a data window by a linker-script fragment.
+pub fn build_aligned(name: &str) -> Pair {
+    use object::{Object, ObjectSection};
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let dir = out_dir();
+    let tools = [
+        ("gcc", "objcopy", "x86_64", &["-mno-red-zone"][..]),
+        (
+            "aarch64-linux-gnu-gcc",
+            "aarch64-linux-gnu-objcopy",
+            "aarch64",
+            &[][..],
+        ),
+    ];
+    let units = [name, "migrate_stub"];
+    // Compile objects and collect (section, size, align) per ISA.
+    let mut objs: Vec<Vec<PathBuf>> = Vec::new();
+    let mut sections: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for (cc, _, isa, flags) in tools {
+        let mut list = Vec::new();
+        for u in units {
+            let o = dir.join(format!("{name}-aligned-{u}.{isa}.o"));
+            let st = Command::new(cc)
+                .args(CFLAGS)
+                .args(flags)
+                .args([
+                    "-ffunction-sections",
+                    "-fdata-sections",
+                    "-fno-common",
+                    "-c",
+                    "-o",
+                ])
+                .arg(&o)
+                .arg(src.join(format!("{u}.c")))
+                .status()
+                .unwrap();
+            assert!(st.success(), "{cc} -c {u}");
+            let data = std::fs::read(&o).unwrap();
+            let file = object::File::parse(&*data).unwrap();
+            for s in file.sections() {
+                let n = s.name().unwrap_or("");
+                let pinned = ["text.", "data.", "bss.", "rodata."]
+                    .iter()
+                    .any(|p| n.strip_prefix('.').is_some_and(|r| r.starts_with(p)))
+                    && !n.contains(".str1.")
+                    && !n.contains(".cst");
+                if pinned {
+                    let e = sections.entry(n.to_string()).or_insert((0, 1));
+                    e.0 = e.0.max(s.size());
+                    e.1 = e.1.max(s.align());
+                }
+            }
+            list.push(o);
+        }
+        objs.push(list);
+    }
+    // One address per section: a code window and a separate (page-apart) data window, near
+    // libc (aarch64 `bl` reaches +-128 MiB). Placed by a linker-script fragment: one output
+    // section per window, each input section at its fixed offset.
+    let (code_base, data_base) = (0x0200_0000u64, 0x0300_0000u64);
+    let mut text = String::new();
+    let mut datas = String::new();
+    let (mut code, mut data) = (0u64, 0u64);
+    for (n, (size, align)) in &sections {
+        let (cur, out) = if n.starts_with(".text.") {
+            (&mut code, &mut text)
+        } else {
+            (&mut data, &mut datas)
+        };
+        let off = (*cur + align - 1) / align * align;
+        *cur = off + (*size).max(1);
+        out.push_str(&format!("    . = {off:#x}; KEEP(*(.mig{n}))\n"));
+    }
+    let script = dir.join(format!("{name}-aligned.ld"));
+    std::fs::write(
+        &script,
+        format!(
+            "SECTIONS\n{{\n  .popcorn.text {code_base:#x} : {{\n{text}  }}\n}}\nINSERT AFTER .text;\n\
+             SECTIONS\n{{\n  .popcorn.data {data_base:#x} : {{\n{datas}  }}\n}}\nINSERT AFTER .data;\n"
+        ),
+    )
+    .unwrap();
+    let mut outs = Vec::new();
+    for ((cc, objcopy, isa, flags), list) in tools.iter().zip(&objs) {
+        for o in list {
+            let mut cmd = Command::new(objcopy);
+            for n in sections.keys() {
+                cmd.arg(format!("--rename-section={n}=.mig{n}"));
+            }
+            assert!(cmd.arg(o).status().unwrap().success(), "{objcopy}");
+        }
+        let out = dir.join(format!("{name}-aligned.{isa}"));
+        let st = Command::new(cc)
+            .args(CFLAGS)
+            .args(*flags)
+            .arg("-o")
+            .arg(&out)
+            .args(list)
+            .arg(format!("-Wl,-T,{}", script.display()))
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cc} link");
+        outs.push(out);
+    }
+    let a64 = outs.pop().unwrap();
+    let x86 = outs.pop().unwrap();
+    Pair { x86, a64 }
 }
