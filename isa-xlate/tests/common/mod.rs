@@ -501,7 +501,7 @@ pub fn build_aligned(name: &str) -> Pair {
         } else {
             (&mut data, &mut datas)
         };
-        let off = (*cur + align - 1) / align * align;
+        let off = (*cur).div_ceil(*align) * align;
         *cur = off + (*size).max(1);
         out.push_str(&format!("    . = {off:#x}; KEEP(*(.mig{n}))\n"));
     }
