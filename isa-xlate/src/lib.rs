@@ -4,7 +4,23 @@
 //!
 //! Data flow: [`Binary::load`] reads each ELF's DWARF, CFI and call sites once;
 //! [`unwind::migration_frames`] unwinds a source [`ThreadSnapshot`] to the frames suspended at
-//! call sites; [`translate`] rebuilds them frame by frame on the destination's stack.
+//! call sites; [`translate`] rebuilds them frame by frame on the destination's stack, placed
+//! per [`StackPlacement`]. [`check_pair`] finds what cannot be translated before anything
+//! runs (for `popcorn build`); [`frame_values`] gives the ISA-neutral view of a snapshot's
+//! variables. Conventions shared with the C runtime are in [`conventions`]. See
+//! `docs/CROSS_ISA.md`.
+//!
+//! ```no_run
+//! use popcorn_isa::{translate, Binary, Options, StackPlacement, ThreadSnapshot};
+//! # fn get(_: &str) -> ThreadSnapshot { unimplemented!() }
+//! let src_bin = Binary::load("app.x86_64")?;
+//! let dst_bin = Binary::load("app.aarch64")?;
+//! let (src_thread, dst_thread) = (get("x86_64"), get("aarch64"));
+//! let placement = StackPlacement::from_snapshot(&dst_thread, &dst_bin)?;
+//! let t = translate(&src_thread, &src_bin, &dst_bin, &placement, &Options::default())?;
+//! // write t.snapshot.regs and t.snapshot.stack into the destination thread
+//! # Ok::<(), popcorn_isa::XlateError>(())
+//! ```
 
 pub mod binary;
 pub mod callsites;

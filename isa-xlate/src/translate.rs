@@ -489,7 +489,6 @@ pub fn translate(
     if dst_isa == Isa::Aarch64 {
         regs.set(dst_isa.dwarf_ra(), inner.ra);
     }
-    let _ = inner.call_addr;
 
     Ok(Translation {
         snapshot: ThreadSnapshot { regs, stack: out },

@@ -476,3 +476,41 @@ fn aligned_binaries_translate_with_the_default_policy() {
     );
     assert_eq!(a.resume_with(&t.snapshot), expected);
 }
+
+#[test]
+fn same_isa_translation_is_the_identity() {
+    let b = bins();
+    let p = recurse_pair();
+    let (_x, xs) = X86Proc::start(&p.x86, "9");
+    // Same binary on both sides: aligned by definition, so the strict default policy applies.
+    let placement = StackPlacement::from_snapshot(&xs, &b.x86).unwrap();
+    let t = translate(&xs, &b.x86, &b.x86, &placement, &Options::default()).unwrap();
+    let orig = migration_point_return(&xs, &b.x86).unwrap();
+    assert_eq!(
+        (
+            t.snapshot.regs.pc(),
+            t.snapshot.regs.sp(),
+            t.snapshot.regs.fp()
+        ),
+        (orig.pc(), orig.sp(), orig.fp())
+    );
+    assert_same_values(
+        &frame_values(&xs, &b.x86).unwrap(),
+        &frame_values(&t.snapshot, &b.x86).unwrap(),
+        "x86 -> x86",
+        &[],
+    );
+    // Every byte of every translated variable and of every saved FP/RA slot is unchanged.
+    let frames = migration_frames(&xs, &b.x86).unwrap();
+    for f in &frames {
+        for off in [-16i64, -8] {
+            let a = f.cfa.wrapping_add_signed(off);
+            assert_eq!(
+                xs.stack.read_u64(a),
+                t.snapshot.stack.read_u64(a),
+                "{} slot {off}",
+                f.function.name
+            );
+        }
+    }
+}
