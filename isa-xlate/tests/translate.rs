@@ -514,3 +514,28 @@ fn same_isa_translation_is_the_identity() {
         }
     }
 }
+
+#[test]
+fn frame_with_a_live_temporary_is_refused() {
+    let p = common::build("unsafe", &[]);
+    let x86 = Binary::load(&p.x86).unwrap();
+    let a64 = Binary::load(&p.a64).unwrap();
+    // First stop: main -> temporaries -> step -> popcorn_migrate_point, while `a * 3` is live
+    // in rbx across the call to step() (and main's partial sum across temporaries()).
+    let (_x, xs) = X86Proc::start(&p.x86, "0");
+    let names: Vec<String> = migration_frames(&xs, &x86)
+        .unwrap()
+        .iter()
+        .map(|f| f.function.name.clone())
+        .collect();
+    assert_eq!(names, ["step", "temporaries", "main"]);
+    let (_a, an) = A64Proc::start(&p.a64, "0", a64.symbol(MIGRATE_STOP).unwrap().addr);
+    let placement = StackPlacement::from_snapshot(&an, &a64).unwrap();
+    let err = translate(&xs, &x86, &a64, &placement, &MAP).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, XlateError::Unsupported { .. }), "{msg}");
+    assert!(
+        msg.starts_with("temporaries (unsafe.c:11)") && msg.contains("saves rbx"),
+        "{msg}"
+    );
+}
