@@ -29,8 +29,12 @@ pub mod check;
 pub mod conventions;
 pub mod dwarf;
 pub mod error;
+pub mod pointers;
 pub mod regs;
 pub mod snapshot;
+pub mod translate;
+pub mod unwind;
+pub mod values;
 
 pub use binary::{Binary, SymKind, Symbol};
 pub use callsites::{CallSite, CallSiteKey};
@@ -38,11 +42,6 @@ pub use check::{check_binary, check_pair, Problem};
 pub use error::{Result, XlateError};
 pub use regs::{Aarch64Regs, Isa, RegisterFile, X86_64Regs};
 pub use snapshot::{StackImage, ThreadSnapshot};
-pub mod pointers;
-pub mod translate;
-pub mod unwind;
-pub mod values;
-
 pub use translate::{
     check_symbols, translate, AddressPolicy, FrameReport, Options, StackPlacement, Translation,
 };
