@@ -66,6 +66,19 @@ pub fn nodes(nodes: &[NodeStatus], json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// A process's state as `popcorn ps` words it.
+pub fn process_state(p: &ProcessInfo) -> String {
+    match (p.state, p.exit) {
+        (ProcessStateKind::Running, _) => "running".into(),
+        (ProcessStateKind::Frozen, _) => "frozen".into(),
+        (ProcessStateKind::Exited, Some(ExitStatus::Code(c))) => format!("exited {c}"),
+        (ProcessStateKind::Exited, Some(ExitStatus::Signal(s))) => {
+            format!("killed {}", signal_name(s))
+        }
+        (ProcessStateKind::Exited, None) => "exited".into(),
+    }
+}
+
 pub fn processes(node: &str, procs: &[ProcessInfo], json: bool) -> Result<i32> {
     if json {
         return print_json(procs);
@@ -81,15 +94,7 @@ pub fn processes(node: &str, procs: &[ProcessInfo], json: bool) -> Result<i32> {
                 p.pid.to_string(),
                 p.node.clone(),
                 p.origin.clone(),
-                match (p.state, p.exit) {
-                    (ProcessStateKind::Running, _) => "running".into(),
-                    (ProcessStateKind::Frozen, _) => "frozen".into(),
-                    (ProcessStateKind::Exited, Some(ExitStatus::Code(c))) => format!("exited {c}"),
-                    (ProcessStateKind::Exited, Some(ExitStatus::Signal(s))) => {
-                        format!("killed {}", signal_name(s))
-                    }
-                    (ProcessStateKind::Exited, None) => "exited".into(),
-                },
+                process_state(p),
                 if p.node == node || p.state == ProcessStateKind::Exited {
                     p.threads.to_string()
                 } else {
@@ -263,6 +268,30 @@ pub fn signal_name(sig: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_read_like_ps() {
+        let mut p = ProcessInfo {
+            pid: 1,
+            uid: 0,
+            argv: vec![],
+            origin: "a".into(),
+            node: "a".into(),
+            nodes: vec![],
+            state: ProcessStateKind::Running,
+            threads: 1,
+            exit: None,
+        };
+        assert_eq!(process_state(&p), "running");
+        p.state = ProcessStateKind::Frozen;
+        assert_eq!(process_state(&p), "frozen");
+        p.state = ProcessStateKind::Exited;
+        assert_eq!(process_state(&p), "exited");
+        p.exit = Some(ExitStatus::Code(3));
+        assert_eq!(process_state(&p), "exited 3");
+        p.exit = Some(ExitStatus::Signal(9));
+        assert_eq!(process_state(&p), "killed SIGKILL");
+    }
 
     #[test]
     fn signals() {

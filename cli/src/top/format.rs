@@ -1,8 +1,5 @@
 //! How figures read on screen: rates, percentages, sizes, clock times.
 
-use crate::show::signal_name;
-use popcorn_proto::control::{ExitStatus, ProcessInfo, ProcessStateKind};
-
 /// A rate or count in at most 6 characters: `0.5`, `42`, `1.2k`, `3.4M`.
 pub fn rate(v: f64) -> String {
     let v = if v.is_finite() { v.max(0.0) } else { 0.0 };
@@ -79,19 +76,6 @@ pub fn date_time(unix_ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {} UTC", clock(unix_ms))
 }
 
-/// A process's state as `popcorn ps` words it.
-pub fn state(p: &ProcessInfo) -> String {
-    match (p.state, p.exit) {
-        (ProcessStateKind::Running, _) => "running".into(),
-        (ProcessStateKind::Frozen, _) => "frozen".into(),
-        (ProcessStateKind::Exited, Some(ExitStatus::Code(c))) => format!("exited {c}"),
-        (ProcessStateKind::Exited, Some(ExitStatus::Signal(s))) => {
-            format!("killed {}", signal_name(s))
-        }
-        (ProcessStateKind::Exited, None) => "exited".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,29 +109,5 @@ mod tests {
         assert_eq!(date_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(date_time(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
         assert_eq!(date_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
-    }
-
-    #[test]
-    fn states_read_like_ps() {
-        let mut p = ProcessInfo {
-            pid: 1,
-            uid: 0,
-            argv: vec![],
-            origin: "a".into(),
-            node: "a".into(),
-            nodes: vec![],
-            state: ProcessStateKind::Running,
-            threads: 1,
-            exit: None,
-        };
-        assert_eq!(state(&p), "running");
-        p.state = ProcessStateKind::Frozen;
-        assert_eq!(state(&p), "frozen");
-        p.state = ProcessStateKind::Exited;
-        assert_eq!(state(&p), "exited");
-        p.exit = Some(ExitStatus::Code(3));
-        assert_eq!(state(&p), "exited 3");
-        p.exit = Some(ExitStatus::Signal(9));
-        assert_eq!(state(&p), "killed SIGKILL");
     }
 }

@@ -3,8 +3,9 @@
 //! node picker on top. Pure with respect to the state, so it renders the
 //! same on a terminal and on ratatui's `TestBackend` (`--once`, tests).
 
-use super::format::{clock, date_time, kib, percent, rate, rtt, state};
+use super::format::{clock, date_time, kib, percent, rate, rtt};
 use super::state::{by_figure, measured, tracing_of, App};
+use crate::show::process_state;
 use popcorn_proto::control::{Health, ProcessStateKind};
 use popcorn_proto::monitor::{ClusterView, NodeView, ProcessFigures};
 use ratatui::backend::TestBackend;
@@ -290,7 +291,7 @@ fn process_row(view: &ClusterView, p: &ProcessFigures) -> Row<'static> {
         right(i.pid.to_string()),
         Cell::from(i.node.clone()),
         Cell::from(i.origin.clone()),
-        Cell::from(state(i)),
+        Cell::from(process_state(i)),
         right(i.threads.to_string()),
         figure(p.cpu_percent, percent),
         figure(p.faults_per_s, rate),
