@@ -13,7 +13,7 @@ use crate::sync::lock;
 use crate::tls::{check_peer_name, server_name, TlsIdentity};
 use crate::traffic::Traffic;
 use anyhow::{anyhow, bail, Context, Result};
-use popcorn_proto::config::{ClusterConfig, NodeConfig};
+use popcorn_proto::config::{ClusterConfig, Isa, NodeConfig};
 use popcorn_proto::control::{Health, NodeStatus};
 use popcorn_proto::wire::{decode_frame, encode_frame, frame_len, PeerMessage};
 use std::collections::{HashMap, HashSet};
@@ -151,6 +151,14 @@ impl Peers {
         self.config
             .node(peer)
             .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The ISA a node of the cluster file declares.
+    pub fn isa_of(&self, node: &str) -> Result<Isa, String> {
+        self.config
+            .node(node)
+            .map(|n| n.isa)
             .map_err(|e| e.to_string())
     }
 
@@ -687,7 +695,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(wr: &mut W, msg: &PeerMessage) -> st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use popcorn_proto::config::{ClusterSection, Isa};
+    use popcorn_proto::config::ClusterSection;
     use std::path::PathBuf;
 
     fn cluster() -> Arc<ClusterConfig> {

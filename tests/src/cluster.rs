@@ -49,6 +49,11 @@ impl TestCluster {
     /// --nodes N`, after removing what a crashed earlier run left. NAME: 1-9
     /// of a-z, 0-9, unique per test.
     pub fn up(name: &str, nodes: usize) -> Result<TestCluster> {
+        TestCluster::up_with(name, nodes, &[])
+    }
+
+    /// [`TestCluster::up`] with more `cluster up` arguments (`--isa c=aarch64`).
+    pub fn up_with(name: &str, nodes: usize, extra: &[&str]) -> Result<TestCluster> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the cluster tests create namespaces: run them as root");
@@ -76,7 +81,7 @@ impl TestCluster {
             );
         }
         let out = c
-            .cluster_cmd("up", &["--nodes", &nodes.to_string()])
+            .cluster_cmd("up", &[&["--nodes", &nodes.to_string()], extra].concat())
             .output()?;
         if !out.status.success() {
             // `up` removes what it created when it fails; no Drop needed.

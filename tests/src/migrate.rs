@@ -339,7 +339,12 @@ fn link_is_up(state: &serde_json::Value) -> bool {
 
 /// A cluster of `nodes` nodes (a, b, c…) whose peer links are all up.
 pub fn cluster(name: &str, nodes: usize) -> TestCluster {
-    let c = TestCluster::up(name, nodes).expect("cluster up");
+    cluster_with(name, nodes, &[])
+}
+
+/// [`cluster`] with more `cluster up` arguments.
+pub fn cluster_with(name: &str, nodes: usize, extra: &[&str]) -> TestCluster {
+    let c = TestCluster::up_with(name, nodes, extra).expect("cluster up");
     let names: Vec<String> = (0..nodes)
         .map(|i| char::from(b'a' + i as u8).to_string())
         .collect();

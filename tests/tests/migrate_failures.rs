@@ -6,8 +6,8 @@
 
 use popcorn_tests::cluster::TestCluster;
 use popcorn_tests::migrate::{
-    assert_counts, cluster, fails_with, ip, migrate, migrate_cmd, migrate_ok, migrate_result,
-    ps_entry, value, wait_link, wait_pid, Client,
+    assert_counts, cluster, cluster_with, fails_with, ip, migrate, migrate_cmd, migrate_ok,
+    migrate_result, ps_entry, value, wait_link, wait_pid, Client,
 };
 use popcorn_tests::program;
 use std::os::unix::process::CommandExt;
@@ -61,7 +61,8 @@ fn proc_state(host_pid: &str) -> Option<char> {
 
 #[test]
 fn bad_requests_and_unmovable_descriptors_are_refused() {
-    let c = cluster("mgref", 2);
+    // Node c declares another ISA.
+    let c = cluster_with("mgref", 3, &["--isa", "c=aarch64"]);
     let started = Instant::now();
     const COUNT: usize = 300;
     let prog = program("mig_fds");
@@ -74,6 +75,15 @@ fn bad_requests_and_unmovable_descriptors_are_refused() {
     fails_with(
         migrate(&c, "a", 999_999, "b"),
         &["no process with PID 999999 on node 'a'"],
+    );
+    // A node of another ISA needs a `popcorn build` program at a migration point.
+    fails_with(
+        migrate(&c, "a", pid, "c"),
+        &[
+            "node 'c' is aarch64",
+            "popcorn build",
+            "keeps running on 'a'",
+        ],
     );
     // The node's PID 1 is not a program started with `popcorn run`.
     fails_with(migrate(&c, "a", 1, "b"), &["not managed by node 'a'"]);

@@ -160,6 +160,15 @@ impl Migrations {
         if to == self.node {
             return Err(format!("process {pid} already runs on node '{to}'"));
         }
+        let (here, there) = (self.peers.isa_of(&self.node)?, self.peers.isa_of(to)?);
+        if here != there {
+            return Err(format!(
+                "node '{to}' is {there} and process {pid} runs on {here}: a live move between ISAs \
+                 needs a program built with `popcorn build`, stopped at a migration point, which \
+                 this agent cannot do yet (docs/CROSS_ISA.md); it keeps running on '{}'",
+                self.node
+            ));
+        }
         self.peers.reachable(to)?;
         let pending = lock(&self.pagers).get(&pid).map(|(done, _)| done.clone());
         if let Some(mut done) = pending {

@@ -106,10 +106,18 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn up(count: usize, name: &str, dir: &Path) -> Result<()> {
+pub(super) fn up(count: usize, isas: &[(String, Isa)], name: &str, dir: &Path) -> Result<()> {
     check_name(name)?;
     if !(1..=MAX_NODES).contains(&count) {
         bail!("--nodes must be between 1 and {MAX_NODES}");
+    }
+    for (node, _) in isas {
+        if !(0..count).any(|i| node_name(i) == *node) {
+            bail!(
+                "--isa {node}=…: the cluster's nodes are {}",
+                (0..count).map(node_name).collect::<Vec<_>>().join(", ")
+            );
+        }
     }
     require_root("up")?;
     netns::check_tools()?;
@@ -127,7 +135,7 @@ pub(super) fn up(count: usize, name: &str, dir: &Path) -> Result<()> {
     }
     let agent = agent_binary()?;
     info!(cluster = name, nodes = count, dir = %dir.display(), agent = %agent.display(), "cluster up");
-    let Err(e) = create(count, name, dir, &agent) else {
+    let Err(e) = create(count, isas, name, dir, &agent) else {
         return Ok(());
     };
     warn!("cluster up failed; removing what it created");
@@ -141,7 +149,18 @@ pub(super) fn up(count: usize, name: &str, dir: &Path) -> Result<()> {
     }
 }
 
-fn create(count: usize, name: &str, dir: &Path, agent: &Path) -> Result<()> {
+/// Node `i`'s name: a, b, c, …
+fn node_name(i: usize) -> String {
+    ((b'a' + i as u8) as char).to_string()
+}
+
+fn create(
+    count: usize,
+    isas: &[(String, Isa)],
+    name: &str,
+    dir: &Path,
+    agent: &Path,
+) -> Result<()> {
     // Files of an earlier cluster in this directory would mislead `exec`.
     let _ = std::fs::remove_file(dir.join("state.json"));
     let _ = std::fs::remove_dir_all(dir.join("run"));
@@ -150,10 +169,17 @@ fn create(count: usize, name: &str, dir: &Path, agent: &Path) -> Result<()> {
             .with_context(|| format!("cannot create {}", dir.join(d).display()))?;
     }
     let nodes: Vec<NodeConfig> = (0..count)
-        .map(|i| NodeConfig {
-            name: ((b'a' + i as u8) as char).to_string(),
-            address: SocketAddr::from((node_address(name, i), DEFAULT_PEER_PORT)),
-            isa: Isa::native(),
+        .map(|i| {
+            let name_i = node_name(i);
+            let isa = isas
+                .iter()
+                .find(|(n, _)| *n == name_i)
+                .map_or(Isa::native(), |(_, isa)| *isa);
+            NodeConfig {
+                name: name_i,
+                address: SocketAddr::from((node_address(name, i), DEFAULT_PEER_PORT)),
+                isa,
+            }
         })
         .collect();
     let config = init(dir, name, nodes, &dir.join("run"), true)?;

@@ -42,6 +42,10 @@ pub enum ClusterCommand {
     Up {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Declare a node's ISA, e.g. `--isa b=aarch64` (default: this
+        /// machine's); repeatable.
+        #[arg(long = "isa", value_name = "NODE=ISA", value_parser = parse_node_isa)]
+        isas: Vec<(String, Isa)>,
         /// Cluster name: 1-10 of a-z, 0-9; prefixes its namespaces and interfaces.
         #[arg(long, default_value = DEFAULT_NAME)]
         name: String,
@@ -108,7 +112,12 @@ pub fn run(cmd: ClusterCommand) -> Result<i32> {
             );
             Ok(0)
         }
-        ClusterCommand::Up { nodes, name, dir } => local::up(nodes, &name, &dir).map(|()| 0),
+        ClusterCommand::Up {
+            nodes,
+            isas,
+            name,
+            dir,
+        } => local::up(nodes, &isas, &name, &dir).map(|()| 0),
         ClusterCommand::Down { name, dir } => local::down(&name, &dir).map(|()| 0),
         ClusterCommand::Exec {
             node,
@@ -120,6 +129,17 @@ pub fn run(cmd: ClusterCommand) -> Result<i32> {
             local::restart(&node, &name, &dir).map(|()| 0)
         }
     }
+}
+
+/// "b=aarch64" → (node, ISA).
+fn parse_node_isa(spec: &str) -> Result<(String, Isa)> {
+    let (name, isa) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--isa {spec}: expected NODE=ISA, e.g. b=aarch64"))?;
+    let isa = isa
+        .parse::<Isa>()
+        .map_err(|e| anyhow!("--isa {spec}: {e}"))?;
+    Ok((name.to_owned(), isa))
 }
 
 /// "a=10.0.0.1:7077,aarch64" → node. The port defaults to 7077, the ISA to
@@ -216,6 +236,18 @@ mod tests {
         assert!(parse_node("a=nowhere").is_err());
         assert!(parse_node("a=10.0.0.1,sparc").is_err());
         assert!(parse_node("A=10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn node_isa_specs() {
+        assert_eq!(
+            parse_node_isa("b=aarch64").unwrap(),
+            ("b".to_owned(), Isa::Aarch64)
+        );
+        let e = parse_node_isa("b").unwrap_err().to_string();
+        assert!(e.contains("expected NODE=ISA"), "{e}");
+        let e = parse_node_isa("b=mips").unwrap_err().to_string();
+        assert!(e.contains("unknown ISA 'mips'"), "{e}");
     }
 
     #[test]
