@@ -7,10 +7,10 @@
 use crate::peers::Peers;
 use popcorn_proto::wire::{
     decode_frame, decode_frame_ref, encode_frame, page_data_header, FrameRef, PeerMessage,
-    MAX_PAGE_DATA, PAGE_SIZE,
+    MAX_PAGE_DATA, PAGE_DATA_HEADER, PAGE_SIZE,
 };
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
@@ -124,16 +124,19 @@ impl AsFd for PageChannel {
     }
 }
 
-/// Moves every decrypted byte into `buf`.
-fn drain_plaintext(mut r: impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 64 * 1024];
+/// Moves every decrypted byte into `buf`, straight from rustls's buffer.
+fn drain_plaintext(mut r: impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
     loop {
-        match r.read(&mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        let n = match r.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(chunk) => {
+                buf.extend_from_slice(chunk);
+                chunk.len()
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
-        }
+        };
+        r.consume(n);
     }
 }
 
@@ -190,9 +193,11 @@ pub fn serve(
                             traffic
                                 .pages_out
                                 .fetch_add(u64::from(pages), Ordering::Relaxed);
-                            stream
-                                .write_all(&page_data_header(req_id, addr, len))
-                                .and_then(|()| stream.write_all(&pages_buf[..len]))
+                            // Header and pages leave in one write: one TLS
+                            // record and one TCP segment for a single page.
+                            pages_buf[..PAGE_DATA_HEADER]
+                                .copy_from_slice(&page_data_header(req_id, addr, len));
+                            stream.write_all(&pages_buf[..PAGE_DATA_HEADER + len])
                         }
                         Err(message) => stream
                             .write_all(&encode_frame(&PeerMessage::PageError { req_id, message })),
@@ -245,8 +250,9 @@ fn spin_until_readable(stream: &mut StreamOwned<ServerConnection, TcpStream>) {
     }
 }
 
-/// Reads the pages of a request into `buf`, only for a process exported
-/// to `peer`; returns how many bytes.
+/// Reads the pages of a request into `buf` after room for the `PageData`
+/// header, only for a process exported to `peer`; returns how many bytes
+/// of pages.
 fn read_pages(
     peers: &Peers,
     peer: &str,
@@ -262,10 +268,10 @@ fn read_pages(
     if len == 0 || len > MAX_PAGE_DATA || !addr.is_multiple_of(PAGE_SIZE as u64) {
         return Err(format!("bad page request: {pages} pages at {addr:#x}"));
     }
-    if buf.len() < len {
-        buf.resize(len, 0);
+    if buf.len() < PAGE_DATA_HEADER + len {
+        buf.resize(PAGE_DATA_HEADER + len, 0);
     }
-    match popcorn_checkpoint::read_memory(pid, addr, &mut buf[..len]) {
+    match popcorn_checkpoint::read_memory(pid, addr, &mut buf[PAGE_DATA_HEADER..][..len]) {
         Ok(n) if n == len => Ok(len),
         Ok(n) => Err(format!(
             "process {pid}: only {n} of {len} bytes readable at {addr:#x}"

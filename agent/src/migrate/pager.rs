@@ -200,6 +200,7 @@ pub fn start(
         stats: handle.stats.clone(),
         failing_since: None,
         installing: Vec::new(),
+        busy: Busy::default(),
     };
     spawn(p, format!("pager-{}", spec.pid))?;
     Ok(handle)
@@ -254,6 +255,17 @@ struct Pager {
     /// installed yet: a fork while they are copied in leaves the child
     /// without them.
     installing: Vec<(u64, u64)>,
+    /// Where the pager's time went, logged when every page has arrived.
+    busy: Busy,
+}
+
+/// Time spent polling, receiving (reading, decrypting, framing, including
+/// installing) and installing pages (`UFFDIO_COPY`).
+#[derive(Default)]
+struct Busy {
+    waiting: Duration,
+    receiving: Duration,
+    installing: Duration,
 }
 
 impl Pager {
@@ -274,6 +286,13 @@ impl Pager {
                     ms = started.elapsed().as_millis() as u64,
                     present = c.present,
                     faults = self.stats.faults.load(Ordering::Relaxed),
+                    waiting_ms = self.busy.waiting.as_millis() as u64,
+                    receiving_ms = self
+                        .busy
+                        .receiving
+                        .saturating_sub(self.busy.installing)
+                        .as_millis() as u64,
+                    installing_ms = self.busy.installing.as_millis() as u64,
                     "every page has arrived"
                 );
                 return End::Complete;
@@ -290,7 +309,10 @@ impl Pager {
                 } else {
                     Duration::from_millis(100)
                 };
-                sys::poll_readable(&fds, Some(wait))
+                let t = Instant::now();
+                let r = sys::poll_readable(&fds, Some(wait));
+                self.busy.waiting += t.elapsed();
+                r
             };
             let ready = match ready {
                 Ok(r) => r,
@@ -325,7 +347,9 @@ impl Pager {
                 }
             }
             if data_ready {
+                let t = Instant::now();
                 self.receive();
+                self.busy.receiving += t.elapsed();
             }
             while let Ok(vmas) = self.maps.try_recv() {
                 self.apply_map(&vmas);
@@ -515,6 +539,7 @@ impl Pager {
             stats: self.stats.clone(),
             failing_since: None,
             installing: Vec::new(),
+            busy: Busy::default(),
         };
         info!(
             pid = self.spec.pid,
@@ -608,6 +633,12 @@ impl Pager {
     }
 
     fn install(&mut self, start: u64, bytes: &[u8]) {
+        let t = Instant::now();
+        self.install_pages(start, bytes);
+        self.busy.installing += t.elapsed();
+    }
+
+    fn install_pages(&mut self, start: u64, bytes: &[u8]) {
         loop {
             match self.spec.uffd.copy(start, bytes) {
                 Ok(_) => return,
