@@ -38,6 +38,36 @@ struct MigrationLog {
     downtime_us_total: u64,
 }
 
+impl MigrationLog {
+    fn fill(&self, r: &mut NodeReport) {
+        r.migrations_total = self.total;
+        r.migration_downtime_us_total = self.downtime_us_total;
+        r.migrations = self.recent.iter().cloned().collect();
+    }
+}
+
+/// The table's entries now, with the sampled figures of those still
+/// running here; a process that arrived or left since the sample shows
+/// no CPU or fault figures until the next one.
+fn current_processes(
+    node: &str,
+    sampled: Vec<ProcessFigures>,
+    now: Vec<ProcessInfo>,
+) -> Vec<ProcessFigures> {
+    let mut sampled: HashMap<i32, ProcessFigures> =
+        sampled.into_iter().map(|p| (p.info.pid, p)).collect();
+    now.into_iter()
+        .map(|info| {
+            let here = info.node == node && info.state != ProcessStateKind::Exited;
+            match sampled.remove(&info.pid) {
+                Some(p) if here && p.info.node == node => ProcessFigures { info, ..p },
+                Some(p) => process_figures(info, &[], p.dsm),
+                None => process_figures(info, &[], DsmFigures::default()),
+            }
+        })
+        .collect()
+}
+
 pub struct Monitor {
     node: String,
     isa: Isa,
@@ -133,9 +163,17 @@ impl Monitor {
         }
     }
 
-    /// The latest figures.
+    /// The latest figures, with placement and the migration log as they
+    /// are now (a migration may have ended since the last sample).
     pub fn report(&self) -> NodeReport {
-        lock(&self.latest).clone()
+        let mut r = lock(&self.latest).clone();
+        r.processes = current_processes(
+            &self.node,
+            std::mem::take(&mut r.processes),
+            self.table.list(&self.node),
+        );
+        lock(&self.log).fill(&mut r);
+        r
     }
 
     /// Records a migration that left this node.
@@ -208,8 +246,7 @@ impl Sampler {
                 process_figures(info, rates, own)
             })
             .collect();
-        let log = lock(&m.log);
-        NodeReport {
+        let mut report = NodeReport {
             node: m.node.clone(),
             isa: m.isa,
             at_unix_ms: unix_ms(),
@@ -218,10 +255,12 @@ impl Sampler {
             processes,
             traffic,
             dsm,
-            migrations_total: log.total,
-            migration_downtime_us_total: log.downtime_us_total,
-            migrations: log.recent.iter().cloned().collect(),
-        }
+            migrations_total: 0,
+            migration_downtime_us_total: 0,
+            migrations: vec![],
+        };
+        lock(&m.log).fill(&mut report);
+        report
     }
 
     /// Per-thread rates since the previous sample, by process.
@@ -255,8 +294,9 @@ impl Sampler {
 
 /// One process's figures from its threads' rates and its DSM traffic.
 fn process_figures(info: ProcessInfo, rates: &[ThreadRates], dsm: DsmFigures) -> ProcessFigures {
-    let cpu_percent = rates.iter().map(|r| r.cpu_percent).sum();
-    let faults_per_s = rates.iter().map(|r| r.faults_per_s).sum();
+    // Folded from +0.0: an empty f64 sum is -0.0, which prints as "-0.0".
+    let cpu_percent = rates.iter().fold(0.0, |s, r| s + r.cpu_percent);
+    let faults_per_s = rates.iter().fold(0.0, |s, r| s + r.faults_per_s);
     let thread_figures = rates
         .iter()
         .filter(|r| !r.exited)
@@ -334,19 +374,48 @@ mod tests {
             .all(|t| t.dsm.pages_in_per_s == 0.0));
     }
 
-    #[test]
-    fn process_figures_sum_live_threads() {
-        let info = ProcessInfo {
-            pid: 5,
+    fn info(pid: i32, node: &str) -> ProcessInfo {
+        ProcessInfo {
+            pid,
             uid: 0,
             argv: vec!["x".into()],
             origin: "a".into(),
-            node: "a".into(),
+            node: node.into(),
             nodes: vec![],
             state: ProcessStateKind::Running,
-            threads: 2,
+            threads: 1,
             exit: None,
+        }
+    }
+
+    #[test]
+    fn current_placement_replaces_the_sampled_one() {
+        let dsm = DsmFigures {
+            pages_out: 9,
+            ..Default::default()
         };
+        let mut stays = process_figures(info(1, "a"), &[], DsmFigures::default());
+        stays.cpu_percent = 50.0;
+        let mut leaves = process_figures(info(2, "a"), &[], dsm.clone());
+        leaves.cpu_percent = 70.0;
+        let now = vec![info(1, "a"), info(2, "b"), info(3, "a")];
+        let p = current_processes("a", vec![stays, leaves], now);
+        assert_eq!(p.len(), 3);
+        assert_eq!((p[0].info.node.as_str(), p[0].cpu_percent), ("a", 50.0));
+        // Moved to b since the sample: placement now, no stale CPU.
+        assert_eq!((p[1].info.node.as_str(), p[1].cpu_percent), ("b", 0.0));
+        assert_eq!(p[1].dsm, dsm);
+        // Arrived since the sample: listed, figures at the next one.
+        assert_eq!((p[2].info.pid, p[2].cpu_percent), (3, 0.0));
+        assert!(
+            p[2].cpu_percent.is_sign_positive(),
+            "prints as 0.0, not -0.0"
+        );
+    }
+
+    #[test]
+    fn process_figures_sum_live_threads() {
+        let info = info(5, "a");
         let t = |tid, cpu, exited| ThreadRates {
             tgid: 5,
             tid,

@@ -20,7 +20,8 @@ pub fn rate(v: f64) -> String {
 
 /// A percentage with one decimal.
 pub fn percent(v: f64) -> String {
-    let v = if v.is_finite() { v.max(0.0) } else { 0.0 };
+    // `+ 0.0` turns -0.0 into 0.0.
+    let v = if v.is_finite() { v.max(0.0) + 0.0 } else { 0.0 };
     format!("{v:.1}")
 }
 
@@ -92,6 +93,7 @@ mod tests {
         assert_eq!(rate(-1.0), "0");
         assert_eq!(percent(12.345), "12.3");
         assert_eq!(percent(f64::INFINITY), "0.0");
+        assert_eq!(percent(-0.0), "0.0");
     }
 
     #[test]
