@@ -27,7 +27,9 @@ pub struct PageChannel {
     sock: TcpStream,
     /// Bytes read from the socket, before decryption.
     raw: Vec<u8>,
+    /// Decrypted bytes; frames before `consumed` were handed out.
     inbuf: Vec<u8>,
+    consumed: usize,
 }
 
 impl PageChannel {
@@ -46,6 +48,7 @@ impl PageChannel {
             sock,
             raw: vec![0; RAW_READ],
             inbuf: Vec::new(),
+            consumed: 0,
         };
         while ch.conn.is_handshaking() {
             ch.conn
@@ -106,14 +109,24 @@ impl PageChannel {
                 drain_plaintext(self.conn.reader(), &mut self.inbuf)?;
             }
         }
-        let mut at = 0;
+        let mut at = self.consumed;
         while let Some((frame, n)) = decode_frame_ref(&self.inbuf[at..])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
         {
             on_frame(frame);
             at += n;
         }
-        self.inbuf.drain(..at);
+        // Compact only once most of the buffer is consumed: moving a large
+        // partial frame to the front after every reply would copy it again.
+        if at == self.inbuf.len() {
+            self.inbuf.clear();
+            self.consumed = 0;
+        } else if at > self.inbuf.len() / 2 {
+            self.inbuf.drain(..at);
+            self.consumed = 0;
+        } else {
+            self.consumed = at;
+        }
         Ok(())
     }
 }
