@@ -10,10 +10,11 @@
 //! order, and ISA-only helper calls (memcpy for struct copies, soft-float)
 //! have other callees.
 
-use super::checker::{call_target, operands, parse_file};
+use super::asm::Item;
+use super::checker::call_target;
 use super::layout::Isa;
 use popcorn_isa::{CallSiteKey, KeyAssigner, INDIRECT_CALLEE};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Prefix of the inserted labels.
 pub const LABEL_PREFIX: &str = "__popcorn_ret_";
@@ -39,62 +40,15 @@ pub fn annotate(
 ) -> (String, Vec<Site>) {
     let mut out = String::with_capacity(asm.len() + 1024);
     let mut sites = Vec::new();
-    let mut files: HashMap<u32, String> = HashMap::new();
-    let mut function: Option<String> = None;
     let mut keys = KeyAssigner::default();
-    let mut loc = (0u32, 0u32, 0u32);
-    let mut in_inline_asm = false;
-    for raw in asm.lines() {
+    for (raw, item) in super::asm::lines(asm) {
         out.push_str(raw);
         out.push('\n');
-        let line = raw.trim();
-        if line.starts_with("#APP") || line.starts_with("// #APP") {
-            in_inline_asm = true;
-            continue;
-        }
-        if line.starts_with("#NO_APP") || line.starts_with("// #NO_APP") {
-            in_inline_asm = false;
-            continue;
-        }
-        if in_inline_asm || line.is_empty() || line.starts_with('#') || line.starts_with("//") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".file") {
-            if let Some((n, name)) = parse_file(rest) {
-                files.insert(n, name);
-            }
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".loc") {
-            let nums: Vec<u32> = rest
-                .split_whitespace()
-                .take(3)
-                .map_while(|t| t.parse().ok())
-                .collect();
-            if nums.len() >= 2 {
-                loc = (nums[0], nums[1], nums.get(2).copied().unwrap_or(0));
-            }
-            continue;
-        }
-        if line.starts_with(".cfi_endproc") {
-            function = None;
-            continue;
-        }
-        if line.starts_with('.') {
-            continue;
-        }
-        if let Some(label) = line.strip_suffix(':') {
-            if !label.starts_with('.') && !label.contains(char::is_whitespace) {
-                function = Some(label.to_owned());
-            }
-            continue;
-        }
-        let Some(func) = &function else {
+        let Item::Insn(insn) = item else {
             continue;
         };
-        let (mnemonic, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let ops = operands(rest);
-        let Some(callee) = call_target(isa, mnemonic, &ops) else {
+        let (func, mnemonic, ops) = (insn.function, insn.mnemonic, &insn.ops[..]);
+        let Some(callee) = call_target(isa, mnemonic, ops) else {
             continue;
         };
         if !reach.contains(&callee) {
@@ -109,10 +63,8 @@ pub fn annotate(
         out.push_str(&label);
         out.push_str(":\n");
         sites.push(Site {
-            key: keys.key(func, callee, loc.1, loc.2),
-            file: files
-                .get(&loc.0)
-                .map_or_else(|| "?".to_owned(), |f| display(f)),
+            key: keys.key(func, callee, insn.line, insn.column),
+            file: insn.file.as_deref().map_or_else(|| "?".to_owned(), display),
             label,
         });
     }

@@ -9,6 +9,7 @@
 //! common layout → rename the sections (objcopy) → link with
 //! `--section-start` → verify the addresses in both executables → metadata.
 
+pub mod asm;
 pub mod callsites;
 pub mod checker;
 pub mod dwarfcheck;
