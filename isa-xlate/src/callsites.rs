@@ -1,6 +1,8 @@
 //! Call sites: found by decoding call instructions of every DWARF function (at -O0 gcc emits no
 //! `DW_TAG_call_site`), keyed by (caller, callee, line, column, ordinal) so that the same call
 //! in the other ISA's binary can be found; indexed by return address and by key.
+//! [`KeyAssigner`] is the one definition of the key, also used by `popcorn build` for the
+//! metadata's `call_sites`.
 
 use crate::conventions::INDIRECT_CALLEE;
 use crate::regs::Isa;
@@ -21,6 +23,34 @@ pub struct CallSiteKey {
     /// Index among call sites of the same caller with equal callee, line and column, in
     /// address order.
     pub ordinal: u32,
+}
+
+/// Numbers call sites into [`CallSiteKey`]s. Fed the calls of one binary (or of its assembly)
+/// in address order, it gives each call the count of earlier calls with the same caller,
+/// callee, line and column as its ordinal.
+#[derive(Debug, Default)]
+pub struct KeyAssigner {
+    counters: HashMap<(String, String, u32, u32), u32>,
+}
+
+impl KeyAssigner {
+    /// The key of the next call of `caller` to `callee` (or [`INDIRECT_CALLEE`]) at
+    /// `line`:`column`.
+    pub fn key(&mut self, caller: &str, callee: &str, line: u32, column: u32) -> CallSiteKey {
+        let n = self
+            .counters
+            .entry((caller.to_owned(), callee.to_owned(), line, column))
+            .or_insert(0);
+        let key = CallSiteKey {
+            caller: caller.to_owned(),
+            callee: callee.to_owned(),
+            line,
+            column,
+            ordinal: *n,
+        };
+        *n += 1;
+        key
+    }
 }
 
 /// One call instruction.
@@ -118,20 +148,10 @@ impl CallSites {
     /// Assign ordinals (address order within equal (caller, callee, line, column)) and index.
     pub fn new(mut calls: Vec<Unkeyed>) -> Self {
         calls.sort_by_key(|c| c.call_addr);
-        let mut counters: HashMap<(String, String, u32, u32), u32> = HashMap::new();
+        let mut keys = KeyAssigner::default();
         let mut out = CallSites::default();
         for c in calls {
-            let n = counters
-                .entry((c.caller.clone(), c.callee.clone(), c.line, c.column))
-                .or_insert(0);
-            let key = CallSiteKey {
-                caller: c.caller,
-                callee: c.callee,
-                line: c.line,
-                column: c.column,
-                ordinal: *n,
-            };
-            *n += 1;
+            let key = keys.key(&c.caller, &c.callee, c.line, c.column);
             let i = out.sites.len();
             out.by_ret.insert(c.ret_addr, i);
             out.by_key.insert(key.clone(), i);

@@ -37,8 +37,9 @@ pub mod unwind;
 pub mod values;
 
 pub use binary::{Binary, SymKind, Symbol};
-pub use callsites::{CallSite, CallSiteKey};
+pub use callsites::{CallSite, CallSiteKey, KeyAssigner};
 pub use check::{check_binary, check_pair, Problem};
+pub use conventions::INDIRECT_CALLEE;
 pub use error::{Result, XlateError};
 pub use regs::{Aarch64Regs, Isa, RegisterFile, X86_64Regs};
 pub use snapshot::{StackImage, ThreadSnapshot};

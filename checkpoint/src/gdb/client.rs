@@ -1,11 +1,14 @@
-//! A client of a GDB remote stub (qemu-user's `-g PORT`): the thread
-//! control of a node whose workers run emulated. Blocking, one request at a
-//! time, TCP_NODELAY (without it each round trip waits ~40 ms for delayed
-//! ACKs), no-ack mode when the stub offers it.
+//! A client of a GDB remote stub (qemu-user's `-g PORT` or `-g PATH`): the
+//! thread control of a node whose workers run emulated. Blocking, one
+//! request at a time, over TCP (with TCP_NODELAY: without it each round
+//! trip waits ~40 ms for delayed ACKs) or a Unix socket, no-ack mode when
+//! the stub offers it.
 
 use super::packet::{encode, hex, parse_stop, unhex, Decoder, Frame, StopReply};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Longest memory transfer per packet (qemu answers reads of up to ~2 KiB
@@ -22,7 +25,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum GdbError {
     #[error("GDB stub at {addr}: {source}")]
     Connect {
-        addr: SocketAddr,
+        addr: String,
         source: std::io::Error,
     },
     #[error("GDB stub connection: {0}")]
@@ -37,9 +40,57 @@ pub enum GdbError {
     Refused { request: String, code: String },
 }
 
+/// The connection to a stub.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(bytes),
+            Stream::Unix(s) => s.write_all(bytes),
+        }
+    }
+}
+
+/// Connects with `connect` until it succeeds or `timeout` passes (the stub
+/// may still be starting).
+fn retry<S>(
+    addr: String,
+    timeout: Duration,
+    mut connect: impl FnMut() -> std::io::Result<S>,
+) -> Result<S, GdbError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match connect() {
+            Ok(s) => return Ok(s),
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => return Err(GdbError::Connect { addr, source }),
+        }
+    }
+}
+
 /// A connection to one stub, which controls one emulated process.
 pub struct GdbClient {
-    stream: TcpStream,
+    stream: Stream,
     decoder: Decoder,
     /// Still acknowledging packets (no-ack mode not negotiated).
     acks: bool,
@@ -73,17 +124,23 @@ impl GdbClient {
     /// Connects (retrying until `timeout`: the stub may still be starting)
     /// and negotiates.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<GdbClient, GdbError> {
-        let deadline = Instant::now() + timeout;
-        let stream = loop {
-            match TcpStream::connect_timeout(&addr, timeout) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(source) => return Err(GdbError::Connect { addr, source }),
-            }
-        };
+        let stream = retry(addr.to_string(), timeout, || {
+            TcpStream::connect_timeout(&addr, timeout)
+        })?;
         stream.set_nodelay(true)?;
+        Self::negotiate(Stream::Tcp(stream))
+    }
+
+    /// Connects to a stub listening on the Unix socket `path` (qemu-user's
+    /// `-g PATH`), retrying until `timeout`, and negotiates.
+    pub fn connect_unix(path: &Path, timeout: Duration) -> Result<GdbClient, GdbError> {
+        let stream = retry(path.display().to_string(), timeout, || {
+            UnixStream::connect(path)
+        })?;
+        Self::negotiate(Stream::Unix(stream))
+    }
+
+    fn negotiate(stream: Stream) -> Result<GdbClient, GdbError> {
         let mut c = GdbClient {
             stream,
             decoder: Decoder::default(),
@@ -318,6 +375,17 @@ impl GdbClient {
             self.expect_ok(req.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// Sets a software breakpoint (`Z0`) of `kind` bytes (4 on aarch64, 1 on
+    /// x86_64) at `addr`.
+    pub fn set_breakpoint(&mut self, addr: u64, kind: u8) -> Result<(), GdbError> {
+        self.expect_ok(format!("Z0,{addr:x},{kind:x}").as_bytes())
+    }
+
+    /// Removes a breakpoint set by [`GdbClient::set_breakpoint`] (`z0`).
+    pub fn remove_breakpoint(&mut self, addr: u64, kind: u8) -> Result<(), GdbError> {
+        self.expect_ok(format!("z0,{addr:x},{kind:x}").as_bytes())
     }
 
     /// Lets the process run; [`GdbClient::wait_stop`] reads how it stops.

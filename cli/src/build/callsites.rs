@@ -5,13 +5,16 @@
 //! A local label `__popcorn_ret_u<unit>_<n>` is inserted into gcc's assembly
 //! right after each such call (its address is the return address); after
 //! linking the labels are read from the symbol tables and stripped. Sites
-//! match by (function, callee, k-th call to that callee in the function):
-//! both ISAs expand one source in the same order, and ISA-only helper calls
-//! (memcpy for struct copies, soft-float) have other callees.
+//! match by the translator's key ([`popcorn_isa::KeyAssigner`]: caller,
+//! callee, line, column, ordinal): both ISAs expand one source in the same
+//! order, and ISA-only helper calls (memcpy for struct copies, soft-float)
+//! have other callees.
 
-use super::checker::{call_target, operands, parse_file};
+use super::asm::Item;
+use super::checker::call_target;
 use super::layout::Isa;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use popcorn_isa::{CallSiteKey, KeyAssigner, INDIRECT_CALLEE};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Prefix of the inserted labels.
 pub const LABEL_PREFIX: &str = "__popcorn_ret_";
@@ -19,14 +22,9 @@ pub const LABEL_PREFIX: &str = "__popcorn_ret_";
 /// One call site in one ISA's assembly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
-    pub function: String,
-    /// Callee name, `*` for an indirect call.
-    pub callee: String,
-    /// Among the calls to `callee` in `function`, 0-based.
-    pub ordinal: usize,
+    /// The translator's key (callee [`INDIRECT_CALLEE`] for an indirect call).
+    pub key: CallSiteKey,
     pub file: String,
-    pub line: u32,
-    pub column: u32,
     /// The label at its return address.
     pub label: String,
 }
@@ -42,84 +40,33 @@ pub fn annotate(
 ) -> (String, Vec<Site>) {
     let mut out = String::with_capacity(asm.len() + 1024);
     let mut sites = Vec::new();
-    let mut files: HashMap<u32, String> = HashMap::new();
-    let mut function: Option<String> = None;
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut loc = (0u32, 0u32, 0u32);
-    let mut in_inline_asm = false;
-    for raw in asm.lines() {
+    let mut keys = KeyAssigner::default();
+    for (raw, item) in super::asm::lines(asm) {
         out.push_str(raw);
         out.push('\n');
-        let line = raw.trim();
-        if line.starts_with("#APP") || line.starts_with("// #APP") {
-            in_inline_asm = true;
-            continue;
-        }
-        if line.starts_with("#NO_APP") || line.starts_with("// #NO_APP") {
-            in_inline_asm = false;
-            continue;
-        }
-        if in_inline_asm || line.is_empty() || line.starts_with('#') || line.starts_with("//") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".file") {
-            if let Some((n, name)) = parse_file(rest) {
-                files.insert(n, name);
-            }
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".loc") {
-            let nums: Vec<u32> = rest
-                .split_whitespace()
-                .take(3)
-                .map_while(|t| t.parse().ok())
-                .collect();
-            if nums.len() >= 2 {
-                loc = (nums[0], nums[1], nums.get(2).copied().unwrap_or(0));
-            }
-            continue;
-        }
-        if line.starts_with(".cfi_endproc") {
-            function = None;
-            continue;
-        }
-        if line.starts_with('.') {
-            continue;
-        }
-        if let Some(label) = line.strip_suffix(':') {
-            if !label.starts_with('.') && !label.contains(char::is_whitespace) {
-                function = Some(label.to_owned());
-                counts.clear();
-            }
-            continue;
-        }
-        let Some(func) = &function else {
+        let Item::Insn(insn) = item else {
             continue;
         };
-        let (mnemonic, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let ops = operands(rest);
-        let Some(callee) = call_target(isa, mnemonic, &ops) else {
+        let (func, mnemonic, ops) = (insn.function, insn.mnemonic, &insn.ops[..]);
+        let Some(callee) = call_target(isa, mnemonic, ops) else {
             continue;
         };
         if !reach.contains(&callee) {
             continue;
         }
-        let ordinal = counts.entry(callee.clone()).or_insert(0);
+        let callee = if callee == "*" {
+            INDIRECT_CALLEE
+        } else {
+            &callee
+        };
         let label = format!("{LABEL_PREFIX}u{unit}_{}", sites.len());
         out.push_str(&label);
         out.push_str(":\n");
         sites.push(Site {
-            function: func.clone(),
-            callee: callee.clone(),
-            ordinal: *ordinal,
-            file: files
-                .get(&loc.0)
-                .map_or_else(|| "?".to_owned(), |f| display(f)),
-            line: loc.1,
-            column: loc.2,
+            key: keys.key(func, callee, insn.line, insn.column),
+            file: insn.file.as_deref().map_or_else(|| "?".to_owned(), display),
             label,
         });
-        *ordinal += 1;
     }
     (out, sites)
 }
@@ -133,61 +80,45 @@ pub struct Pair {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PairError {
-    #[error("{file}:{line}: in function {function}: call {ordinal} to {callee} exists only in the {isa} build")]
+    #[error("{file}:{line}:{column}: in function {function}: call {ordinal} to {callee} on that line exists only in the {isa} build")]
     OnlyIn {
         file: String,
         line: u32,
+        column: u32,
         function: String,
         callee: String,
-        ordinal: usize,
+        ordinal: u32,
         isa: Isa,
-    },
-    #[error("in function {function}: call {ordinal} to {callee} is on line {x86} on x86_64 but line {a64} on aarch64")]
-    Line {
-        function: String,
-        callee: String,
-        ordinal: usize,
-        x86: u32,
-        a64: u32,
     },
 }
 
-/// Matches the sites of one source's two builds.
+/// Matches the sites of one source's two builds by key.
 pub fn pair(x86: &[Site], a64: &[Site]) -> Result<Vec<Pair>, Vec<PairError>> {
-    type Key = (String, String, usize);
-    let key = |s: &Site| (s.function.clone(), s.callee.clone(), s.ordinal);
-    let a_map: BTreeMap<Key, &Site> = a64.iter().map(|s| (key(s), s)).collect();
+    let a_map: BTreeMap<&CallSiteKey, &Site> = a64.iter().map(|s| (&s.key, s)).collect();
     let mut used = BTreeSet::new();
     let mut pairs = Vec::new();
     let mut errors = Vec::new();
     let only = |s: &Site, isa| PairError::OnlyIn {
         file: s.file.clone(),
-        line: s.line,
-        function: s.function.clone(),
-        callee: s.callee.clone(),
-        ordinal: s.ordinal,
+        line: s.key.line,
+        column: s.key.column,
+        function: s.key.caller.clone(),
+        callee: s.key.callee.clone(),
+        ordinal: s.key.ordinal,
         isa,
     };
     for x in x86 {
-        let k = key(x);
-        match a_map.get(&k) {
-            Some(a) if a.line != x.line => errors.push(PairError::Line {
-                function: x.function.clone(),
-                callee: x.callee.clone(),
-                ordinal: x.ordinal,
-                x86: x.line,
-                a64: a.line,
-            }),
+        match a_map.get(&x.key) {
             Some(a) => pairs.push(Pair {
                 x86: x.clone(),
                 a64: (*a).clone(),
             }),
             None => errors.push(only(x, Isa::X86_64)),
         }
-        used.insert(k);
+        used.insert(&x.key);
     }
     for a in a64 {
-        if !used.contains(&key(a)) {
+        if !used.contains(&a.key) {
             errors.push(only(a, Isa::Aarch64));
         }
     }
@@ -246,6 +177,18 @@ main:
 ";
 
     #[test]
+    fn keys_are_the_translators() {
+        let (_, sites) = annotate(Isa::X86_64, X86, 0, &reach(&["work"]), &same);
+        let mut keys = KeyAssigner::default();
+        let expected: Vec<CallSiteKey> = [("work", 5, 3), ("work", 7, 3), (INDIRECT_CALLEE, 7, 3)]
+            .iter()
+            .map(|&(callee, line, column)| keys.key("main", callee, line, column))
+            .collect();
+        let got: Vec<CallSiteKey> = sites.into_iter().map(|s| s.key).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
     fn labels_follow_reaching_calls_only() {
         let (out, sites) = annotate(Isa::X86_64, X86, 2, &reach(&["work"]), &same);
         assert_eq!(sites.len(), 3);
@@ -255,14 +198,14 @@ main:
         assert_eq!(out.matches(LABEL_PREFIX).count(), 3);
         assert_eq!(
             (
-                sites[1].callee.as_str(),
-                sites[1].ordinal,
-                sites[1].line,
-                sites[1].column
+                sites[1].key.callee.as_str(),
+                sites[1].key.ordinal,
+                sites[1].key.line,
+                sites[1].key.column
             ),
-            ("work", 1, 7, 3)
+            ("work", 0, 7, 3)
         );
-        assert_eq!(sites[2].callee, "*");
+        assert_eq!(sites[2].key.callee, INDIRECT_CALLEE);
         assert_eq!(sites[0].file, "m.c");
     }
 
@@ -276,7 +219,7 @@ main:
         assert_eq!(errs.len(), 1);
         assert!(errs[0]
             .to_string()
-            .contains("call 0 to memcpy exists only in the aarch64 build"));
+            .contains("call 0 to memcpy on that line exists only in the aarch64 build"));
         let r = reach(&["work"]);
         let (_, x) = annotate(Isa::X86_64, X86, 0, &r, &same);
         let (_, a) = annotate(Isa::Aarch64, A64, 0, &r, &same);
@@ -291,15 +234,23 @@ main:
         let r = reach(&["work"]);
         let (_, x) = annotate(Isa::X86_64, X86, 0, &r, &same);
         let (_, mut a) = annotate(Isa::Aarch64, A64, 0, &r, &same);
-        a[0].line = 99;
+        a[0].key.line = 99;
         let errs = pair(&x, &a).unwrap_err();
+        assert_eq!(errs.len(), 2);
         assert!(matches!(
-            errs[0],
-            PairError::Line {
-                x86: 5,
-                a64: 99,
-                ..
-            }
+            (&errs[0], &errs[1]),
+            (
+                PairError::OnlyIn {
+                    line: 5,
+                    isa: Isa::X86_64,
+                    ..
+                },
+                PairError::OnlyIn {
+                    line: 99,
+                    isa: Isa::Aarch64,
+                    ..
+                }
+            )
         ));
     }
 }

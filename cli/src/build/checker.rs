@@ -9,6 +9,7 @@
 //! function, for a callee-saved register written, then a call, then read,
 //! and reports the call's source line (from the `.loc` directives).
 
+use super::asm::Item;
 use super::layout::Isa;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -229,7 +230,7 @@ pub(super) fn parse_file(rest: &str) -> Option<(u32, String)> {
 #[derive(Clone)]
 struct Pending {
     callee: String,
-    file: u32,
+    file: Option<std::rc::Rc<str>>,
     line: u32,
 }
 
@@ -267,85 +268,35 @@ fn grows_stack_dynamically(isa: Isa, mnemonic: &str, ops: &[&str]) -> bool {
 /// Scans one ISA's assembly of one source. `display` maps a `.file` path
 /// to the name to print (e.g. as the user wrote it); others print as is.
 pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis {
-    let mut files: HashMap<u32, String> = HashMap::new();
     let mut findings = Vec::new();
     let mut calls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut dynamic_frames = Vec::new();
-    let mut function: Option<String> = None;
-    let mut loc = (0u32, 0u32);
     // Per written register: the calls made since the write.
     let mut state: HashMap<&'static str, Vec<Pending>> = HashMap::new();
-    let mut in_inline_asm = false;
-    for raw in asm.lines() {
-        let line = raw.trim();
-        if line.starts_with("#APP") || line.starts_with("// #APP") {
-            in_inline_asm = true;
-            continue;
-        }
-        if line.starts_with("#NO_APP") || line.starts_with("// #NO_APP") {
-            in_inline_asm = false;
-            continue;
-        }
-        if in_inline_asm || line.is_empty() || line.starts_with('#') || line.starts_with("//") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".file") {
-            if let Some((n, name)) = parse_file(rest) {
-                files.insert(n, name);
+    let name = |f: &Option<std::rc::Rc<str>>| f.as_deref().map_or_else(|| "?".to_owned(), display);
+    for (_, item) in super::asm::lines(asm) {
+        let insn = match item {
+            Item::ProcStart | Item::ProcEnd => {
+                state.clear();
+                continue;
             }
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(".loc") {
-            let mut it = rest.split_whitespace();
-            if let (Some(f), Some(l)) = (it.next(), it.next()) {
-                if let (Ok(f), Ok(l)) = (f.parse(), l.parse()) {
-                    loc = (f, l);
-                }
-            }
-            continue;
-        }
-        if line.starts_with(".cfi_startproc") {
-            state.clear();
-            continue;
-        }
-        if line.starts_with(".cfi_endproc") {
-            state.clear();
-            function = None;
-            continue;
-        }
-        if line.starts_with('.') {
-            continue;
-        }
-        if let Some(label) = line.strip_suffix(':') {
-            if !label.starts_with('.') && !label.contains(char::is_whitespace) {
-                function = Some(label.to_owned());
-            }
-            continue;
-        }
-        let Some(func) = function.as_ref() else {
-            continue;
+            Item::Other => continue,
+            Item::Insn(i) => i,
         };
-        let (mnemonic, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let ops = operands(rest);
-        if grows_stack_dynamically(isa, mnemonic, &ops) {
-            let file = files
-                .get(&loc.0)
-                .map_or_else(|| "?".to_owned(), |f| display(f));
-            let site = (file, loc.1, func.clone());
+        let (func, mnemonic, ops) = (insn.function, insn.mnemonic, &insn.ops[..]);
+        if grows_stack_dynamically(isa, mnemonic, ops) {
+            let site = (name(&insn.file), insn.line, func.to_owned());
             if !dynamic_frames.contains(&site) {
                 dynamic_frames.push(site);
             }
         }
-        let (uses, defs) = uses_defs(isa, mnemonic, &ops);
+        let (uses, defs) = uses_defs(isa, mnemonic, ops);
         for r in uses {
             for p in state.get(r).into_iter().flatten() {
-                let file = files
-                    .get(&p.file)
-                    .map_or_else(|| "?".to_owned(), |f| display(f));
                 let f = Finding {
-                    file,
+                    file: name(&p.file),
                     line: p.line,
-                    function: func.clone(),
+                    function: func.to_owned(),
                     callee: p.callee.clone(),
                     register: r.to_owned(),
                     isa,
@@ -355,15 +306,15 @@ pub fn check(isa: Isa, asm: &str, display: &dyn Fn(&str) -> String) -> Analysis 
                 }
             }
         }
-        if let Some(callee) = call_target(isa, mnemonic, &ops) {
+        if let Some(callee) = call_target(isa, mnemonic, ops) {
             calls
-                .entry(func.clone())
+                .entry(func.to_owned())
                 .or_default()
                 .insert(callee.clone());
             let p = Pending {
                 callee,
-                file: loc.0,
-                line: loc.1,
+                file: insn.file.clone(),
+                line: insn.line,
             };
             for pending in state.values_mut() {
                 pending.push(p.clone());

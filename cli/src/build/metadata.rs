@@ -5,9 +5,6 @@ use super::layout::{Region, SymKind, Window};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// `call_sites[].callee` of an indirect call (isa-xlate's spelling too).
-pub const INDIRECT_CALLEE: &str = "<indirect>";
-
 /// Version tag of this format; bump on incompatible changes.
 pub const FORMAT: &str = "popcorn-build/1";
 
@@ -39,8 +36,9 @@ pub struct CallSite {
     pub source: usize,
     /// The called function, `<indirect>` for an indirect call.
     pub callee: String,
-    /// Among the calls to `callee` in `function` (0-based, source order).
-    pub ordinal: usize,
+    /// Among the calls to `callee` in `function` on the same line and
+    /// column (0-based, address order): `popcorn_isa::CallSiteKey`.
+    pub ordinal: u32,
     pub file: String,
     pub line: u32,
     pub column: u32,

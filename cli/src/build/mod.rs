@@ -9,6 +9,7 @@
 //! common layout → rename the sections (objcopy) → link with
 //! `--section-start` → verify the addresses in both executables → metadata.
 
+pub mod asm;
 pub mod callsites;
 pub mod checker;
 pub mod dwarfcheck;
@@ -452,17 +453,13 @@ fn build(
             bail!("label {} missing from an executable", p.x86.label);
         };
         call_sites.push(metadata::CallSite {
-            function: p.x86.function.clone(),
+            function: p.x86.key.caller.clone(),
             source: *unit,
-            callee: if p.x86.callee == "*" {
-                metadata::INDIRECT_CALLEE.to_owned()
-            } else {
-                p.x86.callee.clone()
-            },
-            ordinal: p.x86.ordinal,
+            callee: p.x86.key.callee.clone(),
+            ordinal: p.x86.key.ordinal,
             file: p.x86.file.clone(),
-            line: p.x86.line,
-            column: p.x86.column,
+            line: p.x86.key.line,
+            column: p.x86.key.column,
             return_address: metadata::IsaAddresses {
                 x86_64: *x,
                 aarch64: *a,

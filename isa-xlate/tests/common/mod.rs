@@ -3,15 +3,16 @@
 //! migration point, and take real snapshots; also write a translated snapshot back and resume.
 #![allow(dead_code)]
 
+use popcorn_checkpoint::gdb::aarch64::CoreRegs;
+use popcorn_checkpoint::gdb::{GdbClient, StopReply};
 use popcorn_isa::{Aarch64Regs, RegisterFile, StackImage, ThreadSnapshot, X86_64Regs};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const CFLAGS: &[&str] = &[
     "-O0",
@@ -236,16 +237,15 @@ impl Drop for X86Proc {
 /// An aarch64 program under `qemu-aarch64 -g SOCKET`, controlled over the GDB remote protocol.
 pub struct A64Proc {
     pub child: Child,
-    sock: UnixStream,
+    gdb: GdbClient,
     isa: popcorn_isa::Isa,
 }
 
 /// x86_64 under `qemu-x86_64 -g` (for multi-threaded programs): same client.
 pub type QemuProc = A64Proc;
 
-fn checksum(s: &[u8]) -> u8 {
-    s.iter().fold(0u8, |a, b| a.wrapping_add(*b))
-}
+/// gdb's i386-64bit.xml order of rax rbx rcx rdx rsi rdi rbp rsp r8..r15, as DWARF numbers.
+const X86_GDB_ORDER: [usize; 16] = [0, 3, 2, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 impl A64Proc {
     pub fn start(bin: &Path, seed: &str, stop_at: u64) -> (A64Proc, ThreadSnapshot) {
@@ -259,7 +259,7 @@ impl A64Proc {
         stop_at: u64,
     ) -> (A64Proc, ThreadSnapshot) {
         // A unix socket per instance (qemu's -g takes a path): no port collisions with other
-        // users of the machine, and no Nagle delay to disable.
+        // users of the machine.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path = out_dir().join(format!("gdb-{}-{n}.sock", std::process::id()));
@@ -277,95 +277,41 @@ impl A64Proc {
             .stderr(Stdio::null())
             .spawn()
             .expect("qemu");
-        let t0 = Instant::now();
-        let sock = loop {
-            match UnixStream::connect(&path) {
-                Ok(s) => break s,
-                Err(e) => {
-                    assert!(
-                        t0.elapsed() < Duration::from_secs(10),
-                        "qemu gdbstub {path:?}: {e}"
-                    );
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        };
+        let mut gdb = GdbClient::connect_unix(&path, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("qemu gdbstub {path:?}: {e}"));
         let _ = std::fs::remove_file(&path);
-        sock.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut p = A64Proc { child, sock, isa };
-        assert_eq!(p.cmd(&format!("Z0,{stop_at:x},4")), "OK");
-        let stop = p.cmd("c");
-        assert!(
-            stop.starts_with('T') || stop.starts_with('S'),
-            "stop reply {stop}"
-        );
-        assert_eq!(p.cmd(&format!("z0,{stop_at:x},4")), "OK");
+        gdb.set_qemu_pid(child.id() as i32);
+        let mut p = A64Proc { child, gdb, isa };
+        p.gdb.set_breakpoint(stop_at, 4).expect("Z0");
+        p.gdb.resume().expect("c");
+        let stop = p
+            .gdb
+            .wait_stop(Some(Duration::from_secs(30)))
+            .expect("stop");
+        assert!(matches!(stop, StopReply::Signal(_)), "stop reply {stop:?}");
+        p.gdb.remove_breakpoint(stop_at, 4).expect("z0");
         let snap = p.snapshot();
         (p, snap)
     }
 
-    fn send(&mut self, body: &str) {
-        let pkt = format!("${body}#{:02x}", checksum(body.as_bytes()));
-        self.sock.write_all(pkt.as_bytes()).unwrap();
-    }
-
-    fn recv(&mut self) -> String {
-        let mut byte = [0u8; 1];
-        // Skip acks until '$'.
-        loop {
-            self.sock.read_exact(&mut byte).unwrap();
-            if byte[0] == b'$' {
-                break;
-            }
-        }
-        let mut body = Vec::new();
-        loop {
-            self.sock.read_exact(&mut byte).unwrap();
-            if byte[0] == b'#' {
-                break;
-            }
-            body.push(byte[0]);
-        }
-        let mut cs = [0u8; 2];
-        self.sock.read_exact(&mut cs).unwrap();
-        self.sock.write_all(b"+").unwrap();
-        String::from_utf8(body).unwrap()
-    }
-
-    pub fn cmd(&mut self, body: &str) -> String {
-        self.send(body);
-        self.recv()
-    }
-
-    fn regs_bytes(&mut self) -> Vec<u8> {
-        let g = self.cmd("g");
-        (0..g.len() / 2)
-            .map(|i| u8::from_str_radix(&g[2 * i..2 * i + 2], 16).unwrap_or(0))
-            .collect()
-    }
-
     pub fn snapshot(&mut self) -> ThreadSnapshot {
-        let bytes = self.regs_bytes();
+        let bytes = self.gdb.read_registers().expect("g");
         let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap());
         let regs = match self.isa {
             popcorn_isa::Isa::Aarch64 => {
-                assert!(bytes.len() >= 33 * 8 + 4, "short g reply");
-                let mut r = Aarch64Regs::default();
-                for i in 0..31 {
-                    r.x[i] = word(i);
-                }
-                r.sp = word(31);
-                r.pc = word(32);
-                r.pstate = u64::from(u32::from_le_bytes(bytes[264..268].try_into().unwrap()));
-                RegisterFile::Aarch64(r)
+                let c = CoreRegs::from_g(&bytes).expect("short g reply");
+                RegisterFile::Aarch64(Aarch64Regs {
+                    x: c.x,
+                    sp: c.sp,
+                    pc: c.pc,
+                    pstate: u64::from(c.cpsr),
+                    ..Default::default()
+                })
             }
             popcorn_isa::Isa::X86_64 => {
-                // i386-64bit.xml: rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip (8 bytes each).
                 assert!(bytes.len() >= 17 * 8, "short g reply");
                 let mut r = X86_64Regs::default();
-                let order = [0usize, 3, 2, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-                for (gdb, &dwarf) in order.iter().enumerate() {
+                for (gdb, &dwarf) in X86_GDB_ORDER.iter().enumerate() {
                     r.gpr[dwarf] = word(gdb);
                 }
                 r.rip = word(16);
@@ -375,42 +321,40 @@ impl A64Proc {
         let stack = read_stack(self.child.id() as i32, regs.sp());
         // guest_base must be 0: a GDB read of the stack equals the /proc/PID/mem read.
         let sp = regs.sp();
-        let m = self.cmd(&format!("m{sp:x},10"));
-        let want: String = stack
-            .read(sp, 16)
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(m, want, "guest_base is not 0");
+        let m = self.gdb.read_memory(sp, 16).expect("m");
+        assert_eq!(m, stack.read(sp, 16).unwrap(), "guest_base is not 0");
         ThreadSnapshot { regs, stack }
     }
 
     /// Install `snap` and run to exit; returns stdout.
     pub fn resume_with(mut self, snap: &ThreadSnapshot) -> String {
         write_stack(self.child.id() as i32, &snap.stack);
-        let mut bytes = self.regs_bytes();
-        let mut put = |i: usize, v: u64| bytes[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+        let mut bytes = self.gdb.read_registers().expect("g");
         match &snap.regs {
             RegisterFile::Aarch64(r) => {
-                for i in 0..31 {
-                    put(i, r.x[i]);
-                }
-                put(31, r.sp);
-                put(32, r.pc);
+                let mut c = CoreRegs::from_g(&bytes).expect("short g reply");
+                c.x = r.x;
+                c.sp = r.sp;
+                c.pc = r.pc;
+                let core = c.to_g();
+                bytes[..core.len()].copy_from_slice(&core);
             }
             RegisterFile::X86_64(r) => {
-                let order = [0usize, 3, 2, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-                for (gdb, &dwarf) in order.iter().enumerate() {
+                let mut put =
+                    |i: usize, v: u64| bytes[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
+                for (gdb, &dwarf) in X86_GDB_ORDER.iter().enumerate() {
                     put(gdb, r.gpr[dwarf]);
                 }
                 put(16, r.rip);
             }
         }
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(self.cmd(&format!("G{hex}")), "OK");
-        let exit = self.cmd("c");
-        assert!(exit.starts_with('W'), "exit reply {exit}");
+        self.gdb.write_registers(&bytes).expect("G");
+        self.gdb.resume().expect("c");
+        let exit = self
+            .gdb
+            .wait_stop(Some(Duration::from_secs(60)))
+            .expect("exit");
+        assert!(matches!(exit, StopReply::Exited(_)), "exit reply {exit:?}");
         let mut out = String::new();
         self.child
             .stdout
