@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! use popcorn_isa::{translate, Binary, Options, StackPlacement, ThreadSnapshot};
-//! # fn get(_: &str) -> ThreadSnapshot { unimplemented!() }
+//! # fn get(isa: &str) -> ThreadSnapshot { panic!("read the {isa} thread from its process") }
 //! let src_bin = Binary::load("app.x86_64")?;
 //! let dst_bin = Binary::load("app.aarch64")?;
 //! let (src_thread, dst_thread) = (get("x86_64"), get("aarch64"));
