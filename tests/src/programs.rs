@@ -17,6 +17,28 @@ pub fn program(name: &str) -> PathBuf {
     p
 }
 
+/// `(name, address)` of every symbol `nm` lists with an address, in its
+/// order (GNU nm reads the ELF files of any ISA).
+pub fn nm_symbols(exe: &std::path::Path) -> Vec<(String, u64)> {
+    let out = Command::new("nm").arg(exe).output().expect("run nm");
+    assert!(
+        out.status.success(),
+        "nm {}: {}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [addr, _, name] = f[..] else {
+                return None;
+            };
+            Some((name.to_owned(), u64::from_str_radix(addr, 16).ok()?))
+        })
+        .collect()
+}
+
 /// A running test program whose stdout is collected line by line. Killed
 /// on drop if still running.
 pub struct Running {

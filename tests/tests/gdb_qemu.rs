@@ -5,6 +5,7 @@
 
 use popcorn_checkpoint::gdb::aarch64::{CoreRegs, CORE_BYTES, FPCR, V0};
 use popcorn_checkpoint::gdb::{GdbClient, GdbError, StopReply};
+use popcorn_tests::programs::nm_symbols;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -24,14 +25,9 @@ fn build_target(dir: &Path) -> PathBuf {
 
 /// Address of a symbol of an ELF file (GNU nm reads any ELF).
 fn symbol(bin: &Path, name: &str) -> u64 {
-    let out = Command::new("nm").arg(bin).output().expect("nm");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            let (addr, _, n) = (f.next()?, f.next()?, f.next()?);
-            (n == name).then(|| u64::from_str_radix(addr, 16).ok())?
-        })
+    nm_symbols(bin)
+        .into_iter()
+        .find_map(|(n, addr)| (n == name).then_some(addr))
         .unwrap_or_else(|| panic!("no symbol {name} in {}", bin.display()))
 }
 

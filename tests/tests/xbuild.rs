@@ -8,6 +8,8 @@
 //! (`make deps` installs them) and a built `popcorn` (cargo build).
 
 use popcorn_tests::cluster::bin_dir;
+use popcorn_tests::migrate::text;
+use popcorn_tests::programs::nm_symbols;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -34,10 +36,6 @@ fn scratch(test: &str) -> PathBuf {
     d
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn build(args: &[&str], srcs: &[PathBuf], out: &Path) -> Output {
     popcorn()
         .arg("build")
@@ -51,28 +49,14 @@ fn build(args: &[&str], srcs: &[PathBuf], out: &Path) -> Output {
 
 /// `nm` of an executable: name → address, for symbols in [lo, hi).
 fn nm(exe: &Path, lo: u64, hi: u64) -> BTreeMap<String, u64> {
-    let out = Command::new("nm").arg(exe).output().expect("run nm");
-    assert!(
-        out.status.success(),
-        "nm {}: {}",
-        exe.display(),
-        text(&out.stderr)
-    );
     let mut m = BTreeMap::new();
-    for line in text(&out.stdout).lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 3 {
-            continue;
-        }
-        let Ok(addr) = u64::from_str_radix(f[0], 16) else {
-            continue;
-        };
+    for (sym, addr) in nm_symbols(exe) {
         // aarch64 mapping symbols, and the per-ISA breakpoint label.
-        if addr < lo || addr >= hi || f[2].starts_with('$') || f[2] == "__popcorn_stop_insn" {
+        if addr < lo || addr >= hi || sym.starts_with('$') || sym == "__popcorn_stop_insn" {
             continue;
         }
         // Static locals of different files can share a name: keep them all.
-        let mut name = f[2].to_owned();
+        let mut name = sym;
         while m.contains_key(&name) {
             name.push('\'');
         }
