@@ -10,8 +10,10 @@
 //! ends once the process is thawed.
 
 use crate::sys::{self, EventFd};
-use popcorn_checkpoint::restore::Worker;
+use popcorn_checkpoint::xisa::emulated::{Emulated, Event as EmulatedEvent};
+use popcorn_checkpoint::xisa::{self, MigrationPoint, ThreadControl};
 use popcorn_checkpoint::{FrozenProcess, PageScan, ProcessState};
+use popcorn_isa::ThreadSnapshot;
 use popcorn_proto::control::ExitStatus;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command as ProcessCommand, Stdio};
@@ -35,6 +37,13 @@ pub enum Request {
     /// Kill the frozen process and end the supervisor without reporting an
     /// exit: it was migrated and the copy here is no longer needed.
     Discard(Reply<()>),
+    /// Ask the program (built with `popcorn build`) to stop at its next
+    /// migration point, waiting at most this long; it stays stopped there.
+    /// Answers the thread's registers and stack.
+    StopAtMigrationPoint(MigrationPoint, Duration, Reply<Box<ThreadSnapshot>>),
+    /// Clear the request and let a program stopped at a migration point
+    /// continue where it is.
+    ResumeAtMigrationPoint(MigrationPoint, Reply<()>),
 }
 
 /// The control side of a supervisor thread.
@@ -77,6 +86,21 @@ impl Handle {
 
     pub async fn discard(&self) -> Result<(), String> {
         self.ask(Request::Discard).await
+    }
+
+    pub async fn stop_at_migration_point(
+        &self,
+        point: MigrationPoint,
+        timeout: Duration,
+    ) -> Result<ThreadSnapshot, String> {
+        self.ask(|r| Request::StopAtMigrationPoint(point, timeout, r))
+            .await
+            .map(|b| *b)
+    }
+
+    pub async fn resume_at_migration_point(&self, point: MigrationPoint) -> Result<(), String> {
+        self.ask(|r| Request::ResumeAtMigrationPoint(point, r))
+            .await
     }
 }
 
@@ -185,12 +209,29 @@ impl Commit {
     }
 }
 
+/// A restored process, stopped, as `restore`'s setup returns it.
+pub enum Restored {
+    /// Under ptrace by the restore thread.
+    Native(FrozenProcess),
+    /// Under qemu-user's GDB stub.
+    Emulated(Emulated),
+}
+
+impl Restored {
+    fn pid(&self) -> i32 {
+        match self {
+            Restored::Native(f) => f.pid(),
+            Restored::Emulated(e) => e.pid(),
+        }
+    }
+}
+
 /// Builds a migrated process on a new supervisor thread: `setup` creates
 /// and restores the worker (still stopped) and returns it with whatever the
 /// caller needs (`T`). Returns the pid, a pidfd, the handle, the
 /// [`Commit`] gate and `T`; the worker stays stopped until the gate opens.
 pub fn restore<T: Send + 'static>(
-    setup: impl FnOnce() -> Result<(Worker, T), String> + Send + 'static,
+    setup: impl FnOnce() -> Result<(Restored, T), String> + Send + 'static,
     events: impl Events,
 ) -> Result<(i32, OwnedFd, Handle, Commit, T), String> {
     let (started_tx, started_rx) = mpsc::channel();
@@ -205,7 +246,7 @@ pub fn restore<T: Send + 'static>(
                     return;
                 }
             };
-            let pid = worker.process.pid();
+            let pid = worker.pid();
             let (pidfd, signal_fd, wake, handle, rx) = match control_for(pid) {
                 Ok(c) => c,
                 Err(e) => {
@@ -227,10 +268,21 @@ pub fn restore<T: Send + 'static>(
                 kill_and_reap(pid);
                 return;
             }
-            if let Err(e) = worker.process.thaw() {
-                warn!(pid, "thawing the restored process: {e}");
-            }
-            if let End::Exited(status) = serve(pid, true, pidfd, &wake, &rx, &events) {
+            let end = match worker {
+                Restored::Native(process) => {
+                    if let Err(e) = process.thaw() {
+                        warn!(pid, "thawing the restored process: {e}");
+                    }
+                    serve(pid, true, pidfd, &wake, &rx, &events)
+                }
+                Restored::Emulated(mut emu) => {
+                    if let Err(e) = emu.resume() {
+                        warn!(pid, "resuming the restored process: {e}");
+                    }
+                    serve_emulated(pid, emu, pidfd, &wake, &rx, &events)
+                }
+            };
+            if let End::Exited(status) = end {
                 events.exited(pid, status);
             }
         })
@@ -450,6 +502,208 @@ fn handle(pid: i32, req: Request, frozen: &mut Option<FrozenProcess>, events: &d
         Request::Discard(reply) => {
             let _ = reply.send(Err("discard reached the wrong handler".into()));
         }
+        Request::StopAtMigrationPoint(point, timeout, reply) => {
+            let r = if frozen.is_some() {
+                Err(format!("process {pid} is frozen"))
+            } else {
+                stop_native(pid, &point, timeout).map(|(f, snap)| {
+                    *frozen = Some(f);
+                    events.frozen(pid, true);
+                    Box::new(snap)
+                })
+            };
+            let _ = reply.send(r);
+        }
+        Request::ResumeAtMigrationPoint(point, reply) => {
+            let r = match frozen.take() {
+                None => Err(format!("process {pid} is not stopped")),
+                Some(f) => {
+                    events.frozen(pid, false);
+                    // Its PC is past the breakpoint already.
+                    let cleared = xisa::set_request(pid, &point, false);
+                    let thawed = f.thaw();
+                    cleared.and(thawed).map_err(|e| e.to_string())
+                }
+            };
+            let _ = reply.send(r);
+        }
+    }
+}
+
+fn not_reached(pid: i32, timeout: Duration) -> String {
+    format!(
+        "process {pid} did not reach a migration point within {} s (it must call popcorn_migrate_point() regularly)",
+        timeout.as_secs()
+    )
+}
+
+/// Freezes `pid`, runs it to its next migration point and reads its
+/// thread there; on failure it runs on, with the request cleared.
+fn stop_native(
+    pid: i32,
+    point: &MigrationPoint,
+    timeout: Duration,
+) -> Result<(FrozenProcess, ThreadSnapshot), String> {
+    let mut f = FrozenProcess::freeze(pid).map_err(|e| e.to_string())?;
+    let reached = match f.run_to_migration_point(point, timeout) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let left =
+                xisa::set_request(pid, point, false).and_then(|()| f.leave_migration_window(point));
+            match left {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(not_reached(pid, timeout)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let snap = reached.and_then(|()| f.main_thread().snapshot().map_err(|e| e.to_string()));
+    match snap {
+        Ok(s) => Ok((f, s)),
+        Err(e) => {
+            let _ = xisa::set_request(pid, point, false);
+            if let Err(t) = f.thaw() {
+                warn!(pid, "thaw after a failed stop: {t}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The supervisor loop of a process emulated by qemu-user: passes signals
+/// through its GDB stub, stops it at migration points, reaps it.
+fn serve_emulated(
+    pid: i32,
+    mut emu: Emulated,
+    pidfd: OwnedFd,
+    wake: &EventFd,
+    rx: &mpsc::Receiver<Request>,
+    events: &dyn Events,
+) -> End {
+    let mut running = true;
+    loop {
+        // SAFETY: the stub's descriptor lives as long as `emu`, which
+        // outlives this borrow.
+        let stub = unsafe { std::os::fd::BorrowedFd::borrow_raw(emu.stop_fd()) };
+        let ready = sys::poll_readable(&[pidfd.as_fd(), wake.fd(), stub], None)
+            .unwrap_or_else(|_| vec![false, true, false]);
+        if ready[2] && running {
+            match emu.next_event(None, Duration::from_millis(1)) {
+                Ok(Some(EmulatedEvent::Exited(_) | EmulatedEvent::Killed(_))) => running = false,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(pid, "GDB stub: {e}");
+                    running = false;
+                }
+            }
+        }
+        if let Some(status) = reap(pid) {
+            return End::Exited(Some(status));
+        }
+        if ready[0] {
+            for _ in 0..1000 {
+                if let Some(status) = reap(pid) {
+                    return End::Exited(Some(status));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return End::Exited(None);
+        }
+        if ready[1] {
+            wake.drain();
+        }
+        while let Ok(req) = rx.try_recv() {
+            match req {
+                Request::Discard(reply) => {
+                    emu.kill();
+                    kill_and_reap(pid);
+                    let _ = reply.send(Ok(()));
+                    return End::Discarded;
+                }
+                Request::StopAtMigrationPoint(point, timeout, reply) => {
+                    let r = if running {
+                        stop_emulated(pid, &mut emu, &point, timeout)
+                    } else {
+                        Err(format!("process {pid} is stopped"))
+                    };
+                    running = r.is_err();
+                    if !running {
+                        events.frozen(pid, true);
+                    }
+                    let _ = reply.send(r.map(Box::new));
+                }
+                Request::ResumeAtMigrationPoint(point, reply) => {
+                    let r = if running {
+                        Err(format!("process {pid} is not stopped"))
+                    } else {
+                        xisa::set_request(pid, &point, false)
+                            .and_then(|()| emu.resume_at(&point))
+                            .map_err(|e| e.to_string())
+                    };
+                    if !running && r.is_ok() {
+                        running = true;
+                        events.frozen(pid, false);
+                    }
+                    let _ = reply.send(r);
+                }
+                other => refuse_emulated(pid, other),
+            }
+        }
+    }
+}
+
+/// Runs an emulated program to its next migration point; on failure it
+/// runs on with the request cleared.
+fn stop_emulated(
+    pid: i32,
+    emu: &mut Emulated,
+    point: &MigrationPoint,
+    timeout: Duration,
+) -> Result<ThreadSnapshot, String> {
+    let reached = match emu.run_to_migration_point(point, timeout) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let left = xisa::set_request(pid, point, false)
+                .and_then(|()| emu.leave_migration_window(point));
+            match left {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(not_reached(pid, timeout)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    match reached.and_then(|()| emu.snapshot().map_err(|e| e.to_string())) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let _ = xisa::set_request(pid, point, false);
+            let resumed = if emu.registers().is_ok_and(|r| r.pc() == point.stop_insn) {
+                emu.resume_at(point)
+            } else {
+                emu.resume()
+            };
+            if let Err(r) = resumed {
+                warn!(pid, "resuming after a failed stop: {r}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Answers a request an emulated process cannot serve.
+fn refuse_emulated(pid: i32, req: Request) {
+    let why = format!(
+        "process {pid} runs emulated (qemu-user on a node of another ISA): it can only move to another node"
+    );
+    match req {
+        Request::Freeze(r) => drop(r.send(Err(why))),
+        Request::Thaw(r) => drop(r.send(Err(why))),
+        Request::Inspect(r) => drop(r.send(Err(why))),
+        Request::Capture(_, r) => drop(r.send(Err(why))),
+        Request::DupFd(_, r) => drop(r.send(Err(why))),
+        Request::Discard(r) | Request::ResumeAtMigrationPoint(_, r) => drop(r.send(Err(why))),
+        Request::StopAtMigrationPoint(_, _, r) => drop(r.send(Err(why))),
     }
 }
 

@@ -81,6 +81,15 @@ pub enum Error {
     #[error("cannot restore process {pid}: {detail}")]
     Restore { pid: i32, detail: String },
 
+    #[error("emulated process {pid}: {source}")]
+    Gdb {
+        pid: i32,
+        source: crate::gdb::GdbError,
+    },
+
+    #[error("process {pid}: {detail}")]
+    MigrationPoint { pid: i32, detail: String },
+
     #[error("{what} on process {pid} failed: {source}")]
     Os {
         what: &'static str,

@@ -56,6 +56,12 @@ pub fn process_owner_uid(pid: i32) -> Result<u32, Error> {
     Ok(read_status(pid)?.uid[0])
 }
 
+/// Real uid and gid of process `pid`.
+pub fn process_owner(pid: i32) -> Result<(u32, u32), Error> {
+    let s = read_status(pid)?;
+    Ok((s.uid[0], s.gid[0]))
+}
+
 fn read_status(pid: i32) -> Result<status::Status, Error> {
     if pid <= 0 {
         return Err(Error::NoSuchProcess { pid });
@@ -247,7 +253,7 @@ impl FrozenProcess {
     /// a dying process's leader reports its exit only after its other
     /// (traced) threads have been collected, so no single thread may be
     /// waited for alone.
-    fn wait_all_stopped(&mut self, deadline: Instant) -> Result<(), Error> {
+    pub(crate) fn wait_all_stopped(&mut self, deadline: Instant) -> Result<(), Error> {
         let mut round = 0;
         loop {
             let pending: Vec<i32> = self

@@ -21,12 +21,13 @@ pub mod restore;
 mod sys;
 mod thread;
 mod tracer;
+pub mod xisa;
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 compile_error!("popcorn-checkpoint supports x86_64 Linux only");
 
 pub use error::Error;
-pub use freeze::{process_exists, process_owner_uid, FrozenProcess};
+pub use freeze::{process_exists, process_owner, process_owner_uid, FrozenProcess};
 pub use process::{
     read_fds, scan_populated, Disposition, FdState, Itimer, PageScan, ProcessState, Rlimit,
     SigAction,

@@ -23,9 +23,18 @@ const FORWARDED: [i32; 6] = [
 
 /// Finds PROGRAM as a shell would: a path if it has a slash, else on $PATH.
 /// Errors carry the shell's exit code (127 not found, 126 not executable).
+/// A program built with `popcorn build` may be named without its ISA
+/// suffix (`./app` for `./app.x86_64` next to `./app.popcorn.json`).
 pub fn resolve_program(program: &str) -> Result<PathBuf, (i32, String)> {
     let candidates: Vec<PathBuf> = if program.contains('/') {
-        vec![PathBuf::from(program)]
+        let given = PathBuf::from(program);
+        let built = PathBuf::from(format!("{program}.{}", popcorn_isa::Isa::native()));
+        let meta = PathBuf::from(format!("{program}.popcorn.json"));
+        if !given.exists() && meta.exists() {
+            vec![built]
+        } else {
+            vec![given]
+        }
     } else {
         std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())

@@ -53,11 +53,18 @@ __attribute__((noinline, used)) void __popcorn_migrate_stop(void)
 #endif
 }
 
+/*
+ * The flag is read again after the flush: an agent that gave up waiting
+ * clears it, and a thread then still inside fflush must not trap. Only the
+ * few instructions between that second read and the breakpoint remain; the
+ * agent steps a thread it finds there out of this function first.
+ */
 void popcorn_migrate_point(void)
 {
 	if (__popcorn_migrate_request) {
 		fflush(NULL);
-		__popcorn_migrate_stop();
+		if (__popcorn_migrate_request)
+			__popcorn_migrate_stop();
 	}
 }
 

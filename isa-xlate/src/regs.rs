@@ -6,7 +6,10 @@
 use std::fmt;
 
 /// An instruction-set architecture the translator knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Isa {
     /// AMD64 / Intel 64, System V ABI.
     X86_64,
@@ -23,7 +26,29 @@ impl fmt::Display for Isa {
     }
 }
 
+impl std::str::FromStr for Isa {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Isa, String> {
+        match s {
+            "x86_64" => Ok(Isa::X86_64),
+            "aarch64" => Ok(Isa::Aarch64),
+            other => Err(format!(
+                "unknown ISA '{other}' (expected x86_64 or aarch64)"
+            )),
+        }
+    }
+}
+
 impl Isa {
+    /// The ISA this program was built for.
+    pub fn native() -> Isa {
+        if cfg!(target_arch = "aarch64") {
+            Isa::Aarch64
+        } else {
+            Isa::X86_64
+        }
+    }
+
     /// DWARF number of the stack pointer.
     pub const fn dwarf_sp(self) -> u16 {
         match self {

@@ -15,10 +15,8 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 /// Where the agent and CLI look for the cluster file unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/popcorn/cluster.toml";
@@ -52,46 +50,8 @@ pub enum ConfigError {
     NoNodeSelected,
 }
 
-/// Instruction set of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Isa {
-    X86_64,
-    Aarch64,
-}
-
-impl Isa {
-    /// The ISA this binary was built for.
-    pub fn native() -> Isa {
-        if cfg!(target_arch = "aarch64") {
-            Isa::Aarch64
-        } else {
-            Isa::X86_64
-        }
-    }
-}
-
-impl fmt::Display for Isa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Isa::X86_64 => "x86_64",
-            Isa::Aarch64 => "aarch64",
-        })
-    }
-}
-
-impl FromStr for Isa {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Isa, String> {
-        match s {
-            "x86_64" => Ok(Isa::X86_64),
-            "aarch64" => Ok(Isa::Aarch64),
-            other => Err(format!(
-                "unknown ISA '{other}' (expected x86_64 or aarch64)"
-            )),
-        }
-    }
-}
+/// Instruction set of a node (the translator's own type).
+pub use popcorn_isa::Isa;
 
 /// One cluster member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -80,8 +80,8 @@ fn bad_requests_and_unmovable_descriptors_are_refused() {
     fails_with(
         migrate(&c, "a", pid, "c"),
         &[
-            "node 'c' is aarch64",
-            "popcorn build",
+            "from x86_64 to aarch64",
+            "was not built with `popcorn build`",
             "keeps running on 'a'",
         ],
     );

@@ -6,10 +6,8 @@ use super::channel::PageChannel;
 use super::pager::{self, PagerHandle, PagerSpec};
 use super::relay::HostRelay;
 use super::{encode, lock, Migrations, Offer, PeerAnswer, PeerNotice};
-use crate::supervisor::{self, Commit, Handle};
-use popcorn_checkpoint::restore::{
-    lay_out, restore_process_state, spawn_worker, Worker, WorkerSpec,
-};
+use crate::supervisor::{self, Commit, Handle, Restored};
+use popcorn_checkpoint::restore::{lay_out, restore_process_state, spawn_worker, WorkerSpec};
 use popcorn_checkpoint::FrozenProcess;
 use popcorn_dsm::uffd::Uffd;
 use popcorn_proto::control::{ProcessInfo, ProcessStateKind};
@@ -29,14 +27,16 @@ const SYS_CLOSE: i64 = 3;
 
 /// A restore waiting for its commit.
 pub struct Pending {
-    from: String,
-    commit: Commit,
-    handle: Handle,
-    pidfd: OwnedFd,
-    pager: PagerHandle,
-    done: watch::Receiver<bool>,
-    relay: Arc<HostRelay>,
-    info: ProcessInfo,
+    pub from: String,
+    pub commit: Commit,
+    pub handle: Handle,
+    pub pidfd: OwnedFd,
+    /// The pager and its all-pages-here flag (post-copy restores).
+    pub pager: Option<(PagerHandle, watch::Receiver<bool>)>,
+    pub relay: Arc<HostRelay>,
+    pub info: ProcessInfo,
+    /// `APP.popcorn.json` of a program that arrived from another ISA.
+    pub app: Option<std::path::PathBuf>,
 }
 
 /// Opens the files the process had, by path, at their offsets.
@@ -98,21 +98,7 @@ impl Migrations {
     ) -> Result<PeerAnswer, String> {
         let started = Instant::now();
         let pid = offer.state.pid;
-        if let Some(i) = self.table.info(pid) {
-            if i.node == self.node && i.state != ProcessStateKind::Exited {
-                return Err(format!(
-                    "process {pid} already runs on node '{}'",
-                    self.node
-                ));
-            }
-        }
-        self.wait_released(pid).await;
-        if lock(&self.incoming).contains_key(&pid) {
-            return Err(format!(
-                "a migration of process {pid} to '{}' is already under way",
-                self.node
-            ));
-        }
+        self.admit(pid).await?;
         let (relay, ends) = HostRelay::start(self, pid, &offer.home, offer.stdin.clone())
             .map_err(|e| format!("cannot create the standard stream pipes: {e}"))?;
         let mut fds: Vec<(OwnedFd, i32)> = ends.into_iter().zip(0..).collect();
@@ -132,7 +118,7 @@ impl Migrations {
             at += len as usize;
         }
         let background_push = offer.background_push;
-        let setup = move || -> Result<(Worker, PagerHandle), String> {
+        let setup = move || -> Result<(Restored, PagerHandle), String> {
             let spec = WorkerSpec {
                 pid_ns: None,
                 pid: Some(pid),
@@ -204,7 +190,7 @@ impl Migrations {
                 restored_us = t.elapsed().as_micros() as u64,
                 "restore steps"
             );
-            Ok((w, pager))
+            Ok((Restored::Native(w.process), pager))
         };
         let events = self.table.events();
         let restored = tokio::task::spawn_blocking(move || supervisor::restore(setup, events))
@@ -234,25 +220,52 @@ impl Migrations {
             threads: 0,
             exit: None,
         };
-        lock(&self.incoming).insert(
+        self.pending(
             pid,
             Pending {
                 from: from.to_owned(),
                 commit,
                 handle,
                 pidfd,
-                pager,
-                done: done_rx,
+                pager: Some((pager, done_rx)),
                 relay,
                 info,
+                app: None,
             },
         );
+        Ok(answer)
+    }
+
+    /// Refuses a process that runs here or is being restored here already;
+    /// waits until a frozen copy left here earlier has released its PID.
+    pub(super) async fn admit(&self, pid: i32) -> Result<(), String> {
+        if let Some(i) = self.table.info(pid) {
+            if i.node == self.node && i.state != ProcessStateKind::Exited {
+                return Err(format!(
+                    "process {pid} already runs on node '{}'",
+                    self.node
+                ));
+            }
+        }
+        self.wait_released(pid).await;
+        if lock(&self.incoming).contains_key(&pid) {
+            return Err(format!(
+                "a migration of process {pid} to '{}' is already under way",
+                self.node
+            ));
+        }
+        Ok(())
+    }
+
+    /// Keeps a restore until the origin commits it, or kills it after
+    /// [`COMMIT_WAIT`].
+    pub(super) fn pending(self: &Arc<Self>, pid: i32, p: Pending) {
+        lock(&self.incoming).insert(pid, p);
         let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(COMMIT_WAIT).await;
             me.abort(pid, "no commit from the origin");
         });
-        Ok(answer)
     }
 
     pub(super) async fn commit(
@@ -278,9 +291,14 @@ impl Migrations {
         };
         let home = p.info.origin.clone();
         lock(&self.hosted).insert(pid, p.relay);
-        p.pager.resume();
-        if !*p.done.borrow() {
-            lock(&self.pagers).insert(pid, (p.done, p.pager));
+        if let Some((pager, done)) = p.pager {
+            pager.resume();
+            if !*done.borrow() {
+                lock(&self.pagers).insert(pid, (done, pager));
+            }
+        }
+        if let Some(app) = p.app {
+            lock(&self.apps).insert(pid, app);
         }
         lock(&self.moved).remove(&pid);
         self.table.insert_hosted(p.info, p.handle, p.pidfd);
@@ -318,7 +336,9 @@ impl Migrations {
             };
         };
         warn!(pid, from = %p.from, "migration abandoned: {why}");
-        p.pager.stop();
+        if let Some((pager, _)) = p.pager {
+            pager.stop();
+        }
         drop(p.commit);
         PeerAnswer::Aborted
     }

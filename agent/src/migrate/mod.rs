@@ -9,6 +9,7 @@
 //! - [`relay`]: stdin/stdout/stderr between the home node and the host.
 
 pub mod channel;
+pub mod cross_isa;
 pub mod incoming;
 pub mod outgoing;
 pub mod pager;
@@ -76,6 +77,9 @@ fn yes() -> bool {
 pub enum PeerCall {
     /// Restore this process, stopped; answer `Ready` or `Error`.
     Offer(Box<Offer>),
+    /// Continue this program (built with `popcorn build`) on this node's
+    /// ISA, stopped; answer `Ready` or `Error`.
+    CrossIsaOffer(Box<cross_isa::CrossIsaOffer>),
     /// Let the restored process run; answer `Resumed`.
     Commit { pid: i32 },
     /// Forget the restored process (the origin keeps it).
@@ -172,6 +176,9 @@ pub struct Migrations {
     moved: Mutex<HashMap<i32, outgoing::Departed>>,
     /// Live figures: restored processes are traced, migrations logged.
     pub monitor: Arc<Monitor>,
+    /// `APP.popcorn.json` of programs running here that arrived from
+    /// another ISA (an emulated one's executable is qemu's).
+    apps: Mutex<HashMap<i32, std::path::PathBuf>>,
 }
 
 impl Migrations {
@@ -192,6 +199,7 @@ impl Migrations {
             pagers: Mutex::default(),
             moved: Mutex::default(),
             monitor,
+            apps: Mutex::default(),
         })
     }
 
@@ -264,6 +272,7 @@ impl Migrations {
     async fn call(self: &Arc<Self>, from: &str, call: PeerCall, attached: &[u8]) -> PeerAnswer {
         let r = match call {
             PeerCall::Offer(offer) => self.accept_offer(from, *offer, attached).await,
+            PeerCall::CrossIsaOffer(offer) => self.accept_cross_isa(from, *offer, attached).await,
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),
             PeerCall::Report => Ok(PeerAnswer::Report(Box::new(self.monitor.report()))),

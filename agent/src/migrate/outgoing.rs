@@ -161,15 +161,16 @@ impl Migrations {
             return Err(format!("process {pid} already runs on node '{to}'"));
         }
         let (here, there) = (self.peers.isa_of(&self.node)?, self.peers.isa_of(to)?);
-        if here != there {
-            return Err(format!(
-                "node '{to}' is {there} and process {pid} runs on {here}: a live move between ISAs \
-                 needs a program built with `popcorn build`, stopped at a migration point, which \
-                 this agent cannot do yet (docs/CROSS_ISA.md); it keeps running on '{}'",
-                self.node
-            ));
-        }
         self.peers.reachable(to)?;
+        if here != there || lock(&self.apps).contains_key(&pid) {
+            let (handle, _) = self
+                .table
+                .managed(pid)
+                .ok_or_else(|| format!("process {pid} has exited"))?;
+            return self
+                .migrate_across(pid, to, (here, there), info, handle)
+                .await;
+        }
         let pending = lock(&self.pagers).get(&pid).map(|(done, _)| done.clone());
         if let Some(mut done) = pending {
             let wait = done.wait_for(|d| *d);
@@ -245,31 +246,9 @@ impl Migrations {
         let state = handle.capture(PageScan::FileMappings).await?;
         let captured_us = t0.elapsed().as_micros() as u64;
         let files = carried_files(&state.fds, &self.node)?;
-        let relay = lock(&self.hosted).get(&pid).cloned();
-        let (real_stdio, stdin) = match &relay {
-            Some(r) => {
-                let r = r.clone();
-                let backlog = tokio::task::spawn_blocking(move || {
-                    r.flush_outputs(Duration::from_millis(500));
-                    r.hold_stdin()
-                })
-                .await
-                .unwrap_or_default();
-                (None, backlog)
-            }
-            None => (Some(self.take_stdio(handle).await?), Default::default()),
-        };
+        let (real_stdio, stdin) = self.prepare_stdio(pid, handle).await?;
         self.peers.export(to, pid);
-        lock(&self.moved).insert(
-            pid,
-            Departed {
-                to: to.to_owned(),
-                shadow: Some(handle.clone()),
-                committed: false,
-                push_done: false,
-                done: tokio::sync::watch::Sender::new(false),
-            },
-        );
+        self.departing(pid, to, handle);
         let (attached, data) = attach_file_pages(pid, &state);
         let anonymous: Vec<Vma> = state
             .vmas
@@ -313,7 +292,75 @@ impl Migrations {
         let downtime = t0.elapsed();
         let (pages_at_origin, pages_zero) = self.send_population_map(pid, to, anonymous).await;
 
-        // It runs at `to` now.
+        let discard_now = self.settle_departure(pid, to, &info, real_stdio).await;
+        if discard_now {
+            self.push_done(to, pid).await;
+        }
+        let report = MigrationReport {
+            pid,
+            from: self.node.clone(),
+            to: to.to_owned(),
+            threads,
+            downtime_us: downtime.as_micros() as u64,
+            bytes_before_resume: offer_bytes,
+            pages_at_origin,
+            pages_zero,
+            transfer_ms: None,
+        };
+        info!(?report, "migrated");
+        self.monitor.record_migration(&report);
+        Ok(report)
+    }
+
+    /// Standard streams of a process about to leave: its relay's pending
+    /// output written and unread stdin taken back (it runs away from home
+    /// already), or the real stdin/stdout/stderr to hand to a new hub (it
+    /// leaves home for the first time).
+    pub(super) async fn prepare_stdio(
+        &self,
+        pid: i32,
+        handle: &Handle,
+    ) -> Result<(Option<[OwnedFd; 3]>, super::relay::StdinBacklog), String> {
+        let relay = lock(&self.hosted).get(&pid).cloned();
+        Ok(match relay {
+            Some(r) => {
+                let backlog = tokio::task::spawn_blocking(move || {
+                    r.flush_outputs(Duration::from_millis(500));
+                    r.hold_stdin()
+                })
+                .await
+                .unwrap_or_default();
+                (None, backlog)
+            }
+            None => (Some(self.take_stdio(handle).await?), Default::default()),
+        })
+    }
+
+    /// Records that `pid` is leaving for `to`, its frozen copy here held by
+    /// `handle` until discarded.
+    pub(super) fn departing(&self, pid: i32, to: &str, handle: &Handle) {
+        lock(&self.moved).insert(
+            pid,
+            Departed {
+                to: to.to_owned(),
+                shadow: Some(handle.clone()),
+                committed: false,
+                push_done: false,
+                done: tokio::sync::watch::Sender::new(false),
+            },
+        );
+    }
+
+    /// After the destination confirmed it runs `pid`: output and stdin go
+    /// there, the home node and the table learn where it is. Returns
+    /// whether every page had already arrived (discard the copy now).
+    pub(super) async fn settle_departure(
+        self: &Arc<Self>,
+        pid: i32,
+        to: &str,
+        info: &popcorn_proto::control::ProcessInfo,
+        real_stdio: Option<[OwnedFd; 3]>,
+    ) -> bool {
         match real_stdio {
             Some(real) => {
                 let hub = Hub::start(self, pid, real, to);
@@ -332,9 +379,6 @@ impl Migrations {
             }
             None => false,
         };
-        if discard_now {
-            self.push_done(to, pid).await;
-        }
         if info.origin == self.node {
             if let Some(hub) = self.hub(pid) {
                 hub.set_location(to);
@@ -356,20 +400,7 @@ impl Migrations {
                 }
             }
         }
-        let report = MigrationReport {
-            pid,
-            from: self.node.clone(),
-            to: to.to_owned(),
-            threads,
-            downtime_us: downtime.as_micros() as u64,
-            bytes_before_resume: offer_bytes,
-            pages_at_origin,
-            pages_zero,
-            transfer_ms: None,
-        };
-        info!(?report, "migrated");
-        self.monitor.record_migration(&report);
-        Ok(report)
+        discard_now
     }
 
     /// Scans which pages of the (frozen) anonymous mappings were ever
@@ -424,7 +455,7 @@ impl Migrations {
     /// Commits the restore at `to`. When the answer is lost, asks again
     /// with an abort: the destination either confirms it runs the process
     /// or drops it, so exactly one copy goes on.
-    async fn commit_at(&self, pid: i32, to: &str) -> Result<(), String> {
+    pub(super) async fn commit_at(&self, pid: i32, to: &str) -> Result<(), String> {
         let commit = self
             .peers
             .call(to, encode(&PeerCall::Commit { pid }), CALL_TIMEOUT)

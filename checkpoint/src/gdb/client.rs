@@ -393,6 +393,36 @@ impl GdbClient {
         self.send(b"c")
     }
 
+    /// Lets the process run, delivering signal `sig` (GDB's numbering, as
+    /// the stop reply gave it).
+    pub fn resume_with_signal(&mut self, sig: u8) -> Result<(), GdbError> {
+        self.send(format!("C{sig:02x}").as_bytes())
+    }
+
+    /// Executes one instruction; [`GdbClient::wait_stop`] reads the stop.
+    pub fn step(&mut self) -> Result<(), GdbError> {
+        self.send(b"s")
+    }
+
+    /// A stop reply if one arrives within `timeout`, else `None` (the
+    /// process keeps running).
+    pub fn poll_stop(&mut self, timeout: Duration) -> Result<Option<StopReply>, GdbError> {
+        match self.wait_stop(Some(timeout)) {
+            Ok(s) => Ok(Some(s)),
+            Err(GdbError::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The connection's descriptor, to poll for a stop reply.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match &self.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
     /// The stub is qemu-user running as process `pid` (see
     /// [`GdbClient::interrupt`]).
     pub fn set_qemu_pid(&mut self, pid: i32) {

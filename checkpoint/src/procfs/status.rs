@@ -9,6 +9,8 @@ pub struct Status {
     pub tracer_pid: i32,
     /// Real, effective, saved, filesystem uid.
     pub uid: [u32; 4],
+    /// Real, effective, saved, filesystem gid.
+    pub gid: [u32; 4],
     pub umask: Option<u32>,
     pub threads: u32,
     pub sig_pnd: u64,
@@ -36,16 +38,17 @@ pub fn parse(text: &str) -> Result<Status, String> {
             "State" => s.state = value.chars().next(),
             "Tgid" => s.tgid = value.parse().map_err(|_| bad("number"))?,
             "TracerPid" => s.tracer_pid = value.parse().map_err(|_| bad("number"))?,
-            "Uid" => {
+            "Uid" | "Gid" => {
                 let ids: Vec<u32> = value
                     .split_whitespace()
                     .map(|x| x.parse())
                     .collect::<Result<_, _>>()
-                    .map_err(|_| bad("uid list"))?;
+                    .map_err(|_| bad("id list"))?;
                 if ids.len() != 4 {
-                    return Err(bad("uid list"));
+                    return Err(bad("id list"));
                 }
-                s.uid.copy_from_slice(&ids);
+                let field = if key == "Uid" { &mut s.uid } else { &mut s.gid };
+                field.copy_from_slice(&ids);
             }
             "Umask" => {
                 s.umask = Some(u32::from_str_radix(value, 8).map_err(|_| bad("octal umask"))?)

@@ -4,11 +4,14 @@
 //! file descriptors asked for, parked in `pause()` and stopped under ptrace
 //! by the calling thread (`PTRACE_SEIZE` + `PTRACE_INTERRUPT`, no signal;
 //! threads it is later made to create are traced from their start).
+//! [`spawn_program`] makes the same kind of child run a program instead
+//! (a destination of a move between ISAs, which starts as a fresh run).
 
 use crate::sys::ptrace::{self, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD};
 use crate::sys::wait::Event;
 use crate::tracer::WaitError;
 use crate::{Error, FrozenProcess};
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -82,7 +85,7 @@ pub fn spawn_worker(spec: &WorkerSpec) -> Result<Worker, Error> {
     let (ready_r, ready_w) =
         unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
 
-    let child = clone_in_namespace(spec, ready_w.as_raw_fd())?;
+    let child = clone_in_namespace(spec, ready_w.as_raw_fd(), None)?;
     drop(ready_w);
     let ns_pid = spec.pid.unwrap_or(0);
     // Wait until the child has arranged its fds (one byte) or died (EOF).
@@ -179,10 +182,14 @@ fn seize_and_stop(child: i32) -> Result<(), Error> {
 
 /// Switches the calling thread's PID namespace for children to
 /// `spec.pid_ns` (and back), and forks the worker there.
-fn clone_in_namespace(spec: &WorkerSpec, ready_w: RawFd) -> Result<i32, Error> {
+fn clone_in_namespace(
+    spec: &WorkerSpec,
+    ready_w: RawFd,
+    exec: Option<&Exec>,
+) -> Result<i32, Error> {
     let me = crate::sys::misc::getpid();
     let Some(ns) = spec.pid_ns else {
-        return clone_worker(spec, ready_w);
+        return clone_worker(spec, ready_w, exec);
     };
     // The namespace we are in: where children go once we switch back.
     let own = File::open("/proc/thread-self/ns/pid")
@@ -192,7 +199,7 @@ fn clone_in_namespace(spec: &WorkerSpec, ready_w: RawFd) -> Result<i32, Error> {
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } == -1 {
         return Err(os("setns(CLONE_NEWPID)", me)(io::Error::last_os_error()));
     }
-    let r = clone_worker(spec, ready_w);
+    let r = clone_worker(spec, ready_w, exec);
     // SAFETY: as above; `own` is our active PID namespace, always allowed.
     if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) } == -1 {
         tracing::warn!(
@@ -203,7 +210,7 @@ fn clone_in_namespace(spec: &WorkerSpec, ready_w: RawFd) -> Result<i32, Error> {
     r
 }
 
-fn clone_worker(spec: &WorkerSpec, ready_w: RawFd) -> Result<i32, Error> {
+fn clone_worker(spec: &WorkerSpec, ready_w: RawFd, exec: Option<&Exec>) -> Result<i32, Error> {
     let me = crate::sys::misc::getpid();
     let mut fds = [(0 as RawFd, 0 as RawFd); MAX_FDS];
     for (slot, fd) in fds.iter_mut().zip(&spec.fds) {
@@ -247,16 +254,18 @@ fn clone_worker(spec: &WorkerSpec, ready_w: RawFd) -> Result<i32, Error> {
                 _ => Err(os("clone3", me)(e)),
             }
         }
-        0 => worker_child(fds, ready_w, base),
+        0 => worker_child(fds, ready_w, base, exec),
         child => Ok(child as i32),
     }
 }
 
 /// Runs in the cloned child of a possibly multi-threaded process: only raw
 /// system calls, no allocation, no locks. Moves the wanted fds into place,
-/// closes the rest, reports readiness and waits to be taken over. Only
-/// called in the child right after `clone3` returned 0.
-fn worker_child(fds: &[(RawFd, RawFd)], ready_w: RawFd, base: RawFd) -> ! {
+/// closes the rest, then either reports readiness and waits to be taken
+/// over, or runs `exec` (reporting only a failure, as an errno, on the
+/// close-on-exec readiness pipe). Only called in the child right after
+/// `clone3` returned 0.
+fn worker_child(fds: &[(RawFd, RawFd)], ready_w: RawFd, base: RawFd, exec: Option<&Exec>) -> ! {
     // SAFETY: we are the only thread of a fresh copy of the caller's
     // memory; every call below is a plain system call on integers or on
     // buffers on our stack, and the function never returns into Rust code
@@ -270,7 +279,12 @@ fn worker_child(fds: &[(RawFd, RawFd)], ready_w: RawFd, base: RawFd) -> ! {
             }
             tmp[i] = t;
         }
-        let ready = libc::fcntl(ready_w, libc::F_DUPFD, base);
+        let dup = if exec.is_some() {
+            libc::F_DUPFD_CLOEXEC
+        } else {
+            libc::F_DUPFD
+        };
+        let ready = libc::fcntl(ready_w, dup, base);
         if ready < 0 {
             libc::_exit(121);
         }
@@ -286,11 +300,171 @@ fn worker_child(fds: &[(RawFd, RawFd)], ready_w: RawFd, base: RawFd) -> ! {
         }
         libc::syscall(libc::SYS_close_range, base as u32, (ready - 1) as u32, 0u32);
         libc::syscall(libc::SYS_close_range, (ready + 1) as u32, u32::MAX, 0u32);
+        if let Some(e) = exec {
+            e.run_in_child(ready);
+        }
         let one = [1u8];
         libc::write(ready, one.as_ptr().cast(), 1);
         libc::close(ready);
         loop {
             libc::pause();
+        }
+    }
+}
+
+/// A program for [`spawn_program`]: everything prepared before the fork,
+/// since the child may not allocate.
+pub struct Exec {
+    program: CString,
+    cwd: CString,
+    uid: u32,
+    gid: u32,
+    traced: bool,
+    // Owned strings behind the pointer arrays.
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+fn c_string(what: &str, s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Restore {
+        pid: 0,
+        detail: format!("{what} {s:?} contains a NUL byte"),
+    })
+}
+
+impl Exec {
+    /// `program` with `argv` (argv[0] included) and `env` (`NAME=value`),
+    /// in `cwd`, as `uid`/`gid`, in a new session. With `traced`, the child
+    /// stops under ptrace of the calling thread right after its `execve`
+    /// (`PTRACE_TRACEME`).
+    pub fn new(
+        program: &str,
+        argv: &[String],
+        env: &[String],
+        cwd: &str,
+        (uid, gid): (u32, u32),
+        traced: bool,
+    ) -> Result<Exec, Error> {
+        let mut strings = Vec::with_capacity(argv.len() + env.len());
+        for a in argv {
+            strings.push(c_string("argument", a)?);
+        }
+        for e in env {
+            strings.push(c_string("environment entry", e)?);
+        }
+        let ptr = |s: &CString| s.as_ptr();
+        let mut argv_p: Vec<_> = strings[..argv.len()].iter().map(ptr).collect();
+        argv_p.push(std::ptr::null());
+        let mut envp_p: Vec<_> = strings[argv.len()..].iter().map(ptr).collect();
+        envp_p.push(std::ptr::null());
+        Ok(Exec {
+            program: c_string("program", program)?,
+            cwd: c_string("directory", cwd)?,
+            uid,
+            gid,
+            traced,
+            _strings: strings,
+            argv: argv_p,
+            envp: envp_p,
+        })
+    }
+
+    /// In the forked child: session, directory, credentials, tracing, exec.
+    /// On failure writes the errno to `report` and exits with 127.
+    ///
+    /// # Safety
+    /// Only in the child made by `clone3`, which may make raw system calls
+    /// only.
+    unsafe fn run_in_child(&self, report: RawFd) -> ! {
+        // SAFETY: per this function's contract; every pointer refers to
+        // memory prepared before the fork, NUL-terminated (arrays too).
+        unsafe {
+            libc::setsid();
+            let fail = |report: RawFd| -> ! {
+                let errno = *libc::__errno_location();
+                let b = errno.to_le_bytes();
+                libc::write(report, b.as_ptr().cast(), b.len());
+                libc::_exit(127);
+            };
+            if libc::chdir(self.cwd.as_ptr()) != 0 {
+                fail(report);
+            }
+            if libc::setresgid(self.gid, self.gid, self.gid) != 0
+                || libc::setresuid(self.uid, self.uid, self.uid) != 0
+            {
+                fail(report);
+            }
+            if self.traced && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                fail(report);
+            }
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            );
+            fail(report)
+        }
+    }
+}
+
+/// A program started by [`spawn_program`].
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    /// For a traced [`Exec`]: the process, stopped right after its exec.
+    pub stopped: Option<FrozenProcess>,
+}
+
+/// Starts `exec` in a child made like a worker (namespace, PID, fds per
+/// `spec`); see the module documentation.
+pub fn spawn_program(spec: &WorkerSpec, exec: &Exec) -> Result<Spawned, Error> {
+    let me = crate::sys::misc::getpid();
+    let mut pipe = [0 as RawFd; 2];
+    // SAFETY: `pipe` is a valid array of two fds for the kernel to fill.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(os("pipe2", me)(io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two new fds that nothing else owns.
+    let (ready_r, ready_w) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let child = clone_in_namespace(spec, ready_w.as_raw_fd(), Some(exec))?;
+    drop(ready_w);
+    let mut errno = [0u8; 4];
+    let n = io::Read::read(&mut File::from(ready_r), &mut errno);
+    if let Ok(4) = n {
+        reap(child);
+        let e = io::Error::from_raw_os_error(i32::from_le_bytes(errno));
+        return Err(Error::Restore {
+            pid: child,
+            detail: format!("cannot run {}: {e}", exec.program.to_string_lossy()),
+        });
+    }
+    if !exec.traced {
+        return Ok(Spawned {
+            pid: child,
+            stopped: None,
+        });
+    }
+    // The exec's SIGTRAP.
+    let tracer = crate::tracer::Tracer {
+        pid: child,
+        parent: true,
+    };
+    let deadline = Instant::now() + crate::freeze::STOP_TIMEOUT;
+    match tracer.next_event(child, &[], Some(deadline)) {
+        Ok(Event::Signal(libc::SIGTRAP)) => Ok(Spawned {
+            pid: child,
+            stopped: Some(FrozenProcess::adopt_stopped_child(child)),
+        }),
+        other => {
+            // SAFETY: plain integer arguments; `child` is our own child.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            reap(child);
+            Err(Error::Restore {
+                pid: child,
+                detail: format!("the program did not stop after exec ({other:?})"),
+            })
         }
     }
 }
