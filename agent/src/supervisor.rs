@@ -586,8 +586,12 @@ fn serve_emulated(
         // SAFETY: the stub's descriptor lives as long as `emu`, which
         // outlives this borrow.
         let stub = unsafe { std::os::fd::BorrowedFd::borrow_raw(emu.stop_fd()) };
-        let ready = sys::poll_readable(&[pidfd.as_fd(), wake.fd(), stub], None)
+        // A stop reply read along with an earlier answer: handle it now.
+        let buffered = running && emu.stop_buffered();
+        let wait = buffered.then_some(Duration::ZERO);
+        let mut ready = sys::poll_readable(&[pidfd.as_fd(), wake.fd(), stub], wait)
             .unwrap_or_else(|_| vec![false, true, false]);
+        ready[2] |= buffered;
         if ready[2] && running {
             match emu.next_event(None, Duration::from_millis(1)) {
                 Ok(Some(EmulatedEvent::Exited(_) | EmulatedEvent::Killed(_))) => running = false,

@@ -414,7 +414,14 @@ impl GdbClient {
         }
     }
 
-    /// The connection's descriptor, to poll for a stop reply.
+    /// Whether a reply already arrived with an earlier read (polling the
+    /// descriptor would not show it).
+    pub fn has_buffered(&self) -> bool {
+        self.early.is_some() || !self.decoder.is_empty()
+    }
+
+    /// The connection's descriptor, to poll for a stop reply (see
+    /// [`GdbClient::has_buffered`] first).
     pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         match &self.stream {

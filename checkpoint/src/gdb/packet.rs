@@ -46,6 +46,11 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Whether bytes that arrived are still unread.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// The next complete frame, if one has arrived. Noise between frames
     /// (anything but `+`, `-`, `$`) is skipped.
     pub fn next_frame(&mut self) -> Option<Frame> {

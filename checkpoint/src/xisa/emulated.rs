@@ -137,9 +137,16 @@ impl Emulated {
         self.resume()
     }
 
-    /// The stub's descriptor: readable when the running program stops.
+    /// The stub's descriptor: readable when the running program stops,
+    /// unless [`Emulated::stop_buffered`].
     pub fn stop_fd(&self) -> std::os::fd::RawFd {
         self.gdb.as_raw_fd()
+    }
+
+    /// A stop reply already read from the stub (it came with the answer to
+    /// an earlier request).
+    pub fn stop_buffered(&self) -> bool {
+        self.gdb.has_buffered()
     }
 
     /// Handles the running program's next stop, if one comes within
