@@ -45,6 +45,10 @@ pub struct StackPlacement {
     /// Destination registers to start from (TLS base etc. are kept; PC, SP, FP and the link
     /// register are overwritten).
     pub regs: RegisterFile,
+    /// `main`'s first three arguments (argc, argv, envp) in the destination, when it is placed
+    /// at `main`'s entry: main's pointer parameters are set from them, since the source's point
+    /// into the source's own argument area.
+    pub main_args: Option<[u64; 3]>,
 }
 
 impl StackPlacement {
@@ -61,6 +65,7 @@ impl StackPlacement {
             outer_return_address: outer.caller_pc,
             outer_frame_pointer: outer.caller_fp,
             stack: dst.stack.clone(),
+            main_args: None,
             regs: dst.regs.clone(),
         })
     }
@@ -80,6 +85,7 @@ impl StackPlacement {
         }
         let pc = dst.regs.pc();
         let function = dst_bin.function_name_at(pc);
+        let is_main = function == "main";
         if dst_bin.debug.function_at(pc).is_none_or(|f| f.low != pc) {
             return Err(XlateError::Placement(format!(
                 "destination thread is at {pc:#x} in {function}, not at the entry of a function with DWARF"
@@ -101,7 +107,19 @@ impl StackPlacement {
                 what: format!("{e:?}"),
             }
         })?;
+        let main_args = is_main.then(|| {
+            let arg = |i: usize| {
+                let dwarf = match dst.isa() {
+                    // rdi, rsi, rdx
+                    Isa::X86_64 => [5u16, 4, 1][i],
+                    Isa::Aarch64 => i as u16,
+                };
+                dst.regs.get(dwarf).unwrap_or(0)
+            };
+            [arg(0), arg(1), arg(2)]
+        });
         Ok(StackPlacement {
+            main_args,
             outer_cfa: st.cfa,
             outer_return_address: st.caller.pc(),
             outer_frame_pointer: st.caller.fp(),
@@ -414,7 +432,28 @@ pub fn translate(
         let d = dst_bin.symbol(&s.name)?;
         (d.addr != s.addr).then(|| (d.addr + (v - s.addr), s.name.clone()))
     };
+    // main's argv and envp parameters: the destination's own.
+    let main_params: Vec<(String, u64)> = match (placement.main_args, frames.last()) {
+        (Some(args), Some(outer)) if outer.function.name == "main" => outer
+            .function
+            .vars
+            .iter()
+            .filter(|v| v.is_param)
+            .zip(args)
+            .skip(1)
+            .map(|(v, a)| (format!("main.{}", v.name), a))
+            .collect(),
+        _ => Vec::new(),
+    };
     for (slot, value, label) in slots {
+        if let Some((_, arg)) = main_params.iter().find(|(l, _)| *l == label) {
+            if !out.write_u64(slot, *arg) {
+                return Err(XlateError::Placement(format!(
+                    "{label} at {slot:#x} is outside the destination stack"
+                )));
+            }
+            continue;
+        }
         let new = match fix_pointer(value, &objects, src_live, src_stack, symbol) {
             PointerFix::Stack { value, .. } => value,
             PointerFix::Symbol { value: nv, name } => {

@@ -200,7 +200,8 @@ int main(int argc, char **argv)
 		double d = s.ap[k] - 1.0;
 		err += d * d;
 	}
-	printf("done: %d rounds, %ld calls, total %ld, cg error %.12e\n", rounds, g_calls, total,
+	/* argv after a migration is the destination's own (same arguments). */
+	printf("done: %s rounds, %ld calls, total %ld, cg error %.12e\n", argv[1], g_calls, total,
 	       err);
 	free(arr);
 	return 5;
