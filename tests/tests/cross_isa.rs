@@ -1,9 +1,9 @@
 //! Cross-ISA migration through the agents (issue 5), in a local cluster
 //! whose node b is declared aarch64 (its programs run under qemu-aarch64
 //! on this x86_64 machine): a program built with `popcorn build` moves
-//! x86_64 → aarch64 → x86_64 in the middle of its run, with output
-//! byte-identical to an unmigrated native run and its exit status
-//! propagated; a move requested while the program is between migration
+//! x86_64 → aarch64 → x86_64 in the middle of its run (stopped 14 calls
+//! deep, its heap following on demand), with output byte-identical to an
+//! unmigrated native run and its exit status propagated; a move requested while the program is between migration
 //! points is refused and it keeps running; a signal reaches it while it
 //! runs emulated. (A program not built with `popcorn build` is refused in
 //! migrate_failures.)
@@ -75,6 +75,8 @@ fn a_program_moves_to_aarch64_and_back_with_identical_output() {
     let to_arm = migrate_ok(&c, "a", pid, "b");
     assert_eq!(to_arm["to"], "b");
     assert!(to_arm["downtime_us"].as_u64().unwrap() > 0, "{to_arm}");
+    // The heap was not sent with the offer: it follows on demand.
+    assert!(to_arm["pages_at_origin"].as_u64().unwrap() > 0, "{to_arm}");
     assert_eq!(node_of(&c, pid), "b");
     // It runs emulated there for a while, output still arriving.
     run.wait_line(|l| l.starts_with("round 60:"), Duration::from_secs(60));
@@ -97,14 +99,18 @@ fn a_program_moves_to_aarch64_and_back_with_identical_output() {
 fn moves_between_migration_points_are_refused_and_signals_reach_the_emulated_program() {
     let app = built("xisa_kernels", "sig");
     let app_s = app.to_str().unwrap();
-    // Long pauses between migration points.
-    let args = ["40", "6500"];
+    // After each round 6.5 s without a migration point.
+    let args = ["40", "0", "6500"];
     let c = cluster_with("xisasig", 2, &["--isa", "b=aarch64"]);
-    let mut run = Client::run(&c, "a", &["--nodes", "a,b", app_s, args[0], args[1]]);
+    let mut run = Client::run(
+        &c,
+        "a",
+        &["--nodes", "a,b", app_s, args[0], args[1], args[2]],
+    );
     run.wait_line(|l| l.starts_with("round 0:"), Duration::from_secs(30));
     let pid = wait_pid(&c, "a", "xisa_kernels");
 
-    // Asleep for 6.5 s: no migration point within the 5 s the agent waits.
+    // Napping for 6.5 s: no migration point within the 5 s the agent waits.
     let started = Instant::now();
     fails_with(
         migrate(&c, "a", pid, "b"),
@@ -117,7 +123,7 @@ fn moves_between_migration_points_are_refused_and_signals_reach_the_emulated_pro
     assert_eq!(node_of(&c, pid), "a");
     run.wait_line(|l| l.starts_with("round 1:"), Duration::from_secs(30));
 
-    // Right after a round's line the program sleeps 6.5 s again; a request
+    // Right after a round's line the program naps 6.5 s again; a request
     // made 3 s into that sleep is served at its end.
     std::thread::sleep(Duration::from_secs(3));
     let to_arm = migrate_ok(&c, "a", pid, "b");
@@ -134,7 +140,7 @@ fn moves_between_migration_points_are_refused_and_signals_reach_the_emulated_pro
     assert_eq!(fin.status.code(), Some(128 + 15), "stderr: {}", fin.stderr);
     // What it printed before is what an unmigrated run prints, and it
     // never finished.
-    let (expected, _) = unmigrated(None, &app.with_extension("x86_64"), &[args[0], "0"]);
+    let (expected, _) = unmigrated(None, &app.with_extension("x86_64"), &[args[0]]);
     let n = fin.lines.len();
     assert!((3..40).contains(&n), "{:?}", fin.lines);
     assert_eq!(fin.lines[..], expected[..n]);

@@ -70,7 +70,7 @@ fn reopen(files: &[super::FileReopen], node: &str) -> Result<Vec<(OwnedFd, i32)>
 }
 
 /// Creates a userfaultfd inside the stopped worker and takes it over.
-fn uffd_in(worker: &mut FrozenProcess) -> Result<Uffd, String> {
+pub(super) fn uffd_in(worker: &mut FrozenProcess) -> Result<Uffd, String> {
     let tid = worker.pid();
     let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
     let fd = worker
@@ -344,7 +344,7 @@ impl Migrations {
     }
 
     /// Runs on the pager thread when it ends.
-    fn pager_finished(&self, pid: i32, origin: &str, send_done: bool) {
+    pub(super) fn pager_finished(&self, pid: i32, origin: &str, send_done: bool) {
         lock(&self.pagers).remove(&pid);
         if !send_done {
             return;

@@ -407,7 +407,12 @@ impl Migrations {
     /// populated and tells `to`, which zero-fills the rest locally. Done
     /// after the resume: the scan costs ~10 ms per GiB. Returns the pages
     /// `(to fetch, never touched)`.
-    async fn send_population_map(&self, pid: i32, to: &str, mut vmas: Vec<Vma>) -> (u64, u64) {
+    pub(super) async fn send_population_map(
+        &self,
+        pid: i32,
+        to: &str,
+        mut vmas: Vec<Vma>,
+    ) -> (u64, u64) {
         let scanned = tokio::task::spawn_blocking(move || {
             popcorn_checkpoint::scan_populated(pid, &mut vmas).map(|()| vmas)
         })

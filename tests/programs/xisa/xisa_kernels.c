@@ -1,12 +1,16 @@
 /* Cross-ISA end-to-end test program (built with `popcorn build`): per
  * round a recursive computation, an integer sort and conjugate-gradient
  * iterations, each verified, with migration points inside all three (deep
- * in the recursion and the sort, between CG iterations) and at the end of
- * the round. Prints one line per round and a summary; exits with 5.
+ * in the recursion and the sort, between CG iterations) and in the pause
+ * between rounds, which waits 12 calls deep so that a migration requested
+ * then moves a deep stack. Prints one line per round and a summary; exits
+ * with 5.
  *
- * Usage: xisa_kernels ROUNDS [PAUSE_MS] */
+ * Usage: xisa_kernels ROUNDS [PAUSE_MS [NAP_MS]]: after each round, waits
+ * PAUSE_MS at migration points, then sleeps NAP_MS without any. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "popcorn.h"
@@ -149,10 +153,34 @@ static void cg_reset(struct cg *s)
 	s->rr = dot(s->r, s->r);
 }
 
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Waits until `until` (ms), `depth` calls deep, at migration points. */
+static void pace(int depth, long until)
+{
+	long now;
+	if (depth > 0) {
+		pace(depth - 1, until);
+		return;
+	}
+	now = now_ms();
+	while (now < until) {
+		usleep(1000);
+		popcorn_migrate_point();
+		now = now_ms();
+	}
+}
+
 int main(int argc, char **argv)
 {
 	int rounds;
 	int pause_ms = 0;
+	int nap_ms = 0;
 	int r;
 	int k;
 	long tree;
@@ -160,16 +188,19 @@ int main(int argc, char **argv)
 	long total = 0;
 	double rr = 0.0;
 	double err;
+	long start;
 	int *arr;
 	struct cg s;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s ROUNDS [PAUSE_MS]\n", argv[0]);
+		fprintf(stderr, "usage: %s ROUNDS [PAUSE_MS [NAP_MS]]\n", argv[0]);
 		return 2;
 	}
 	rounds = atoi(argv[1]);
 	if (argc > 2)
 		pause_ms = atoi(argv[2]);
+	if (argc > 3)
+		nap_ms = atoi(argv[3]);
 	arr = malloc(N_SORT * sizeof(int));
 	s.x = calloc(N_CG, sizeof(double));
 	s.r = calloc(N_CG, sizeof(double));
@@ -189,9 +220,10 @@ int main(int argc, char **argv)
 		total += tree + sorted;
 		printf("round %d: tree %ld sort %ld cg %.12e\n", r, tree, sorted, rr);
 		fflush(stdout);
-		if (pause_ms > 0)
-			usleep(pause_ms * 1000);
-		popcorn_migrate_point();
+		start = now_ms();
+		pace(12, start + pause_ms);
+		if (nap_ms > 0)
+			usleep(nap_ms * 1000);
 	}
 	/* Verify the CG solution of the last run: A x ~ 1. */
 	matvec(s.x, s.ap);

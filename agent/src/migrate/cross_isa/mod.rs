@@ -1,17 +1,21 @@
 //! Moving a program built with `popcorn build` between nodes of different
 //! ISAs (DESIGN §7, docs/CROSS_ISA.md). The origin asks the program to stop
 //! at its next migration point (its supervisor thread: ptrace natively,
-//! the GDB stub when emulated), reads the thread's registers and stack,
-//! the program's data window and the used part of its heap arena, and
-//! offers them. The destination starts the other ISA's executable (natively
-//! or under qemu-user) with the same PID, runs it to `main`, translates the
-//! thread (`popcorn_isa::translate`), writes the memory, the stack and the
-//! registers, and waits for the commit; the rest (commit, abort, stdio hub,
-//! exit, signals) is the same-ISA protocol's.
+//! the GDB stub when emulated), reads the thread's registers and stack and
+//! the program's data window, and offers them. The destination starts the
+//! other ISA's executable (natively or under qemu-user) with the same PID,
+//! runs it to `main`, translates the thread (`popcorn_isa::translate`),
+//! writes the data window, the stack and the registers, empties the heap
+//! arena and registers it with a userfaultfd served by a pager, as in a
+//! same-ISA move: the heap is pulled from the stopped origin on demand and
+//! in the background. The rest (commit, abort, stdio hub, exit, signals,
+//! `PushDone`) is the same-ISA protocol's.
 
 pub mod app;
 
-use super::incoming::Pending;
+use super::channel::PageChannel;
+use super::incoming::{uffd_in, Pending};
+use super::pager::{self, PagerHandle, PagerSpec};
 use super::relay::{HostRelay, StdinBacklog};
 use super::{decode_answer, encode, lock, Migrations, PeerAnswer, PeerCall};
 use crate::supervisor::{self, Handle, Restored};
@@ -19,6 +23,8 @@ use app::App;
 use popcorn_checkpoint::restore::{spawn_program, Exec, WorkerSpec};
 use popcorn_checkpoint::xisa::emulated::{qemu_command, Emulated};
 use popcorn_checkpoint::xisa::{self, ThreadControl};
+use popcorn_checkpoint::{FrozenProcess, Vma};
+use popcorn_dsm::uffd::Uffd;
 use popcorn_isa::{Isa, RegisterFile, StackImage, StackPlacement, ThreadSnapshot};
 use popcorn_proto::control::{MigrationReport, ProcessInfo, ProcessStateKind};
 use serde::{Deserialize, Serialize};
@@ -26,6 +32,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// How long the origin waits for the program to reach a migration point.
@@ -35,6 +42,10 @@ pub const STOP_WAIT: Duration = Duration::from_secs(5);
 const START_WAIT: Duration = Duration::from_secs(30);
 /// Memory pages: the arena's used part is rounded up to this.
 const PAGE: u64 = 4096;
+/// x86_64 system call numbers (both a native destination and qemu-user
+/// are x86_64 processes on this machine).
+const SYS_MADVISE: i64 = 28;
+const MADV_DONTNEED: u64 = 4;
 
 /// Everything the destination needs to continue a program on its ISA.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,9 +69,12 @@ pub struct CrossIsaOffer {
     /// cannot carry the 128-bit vector registers.
     pub regs: String,
     /// `(address, length)` of the bytes attached after the JSON, in order:
-    /// the thread's stack, then memory to write at the destination (data
-    /// window, used heap arena).
+    /// the thread's stack, then memory to write at the destination (the
+    /// data window).
     pub attached: Vec<(u64, u64)>,
+    /// `(address, length)` of the heap arena's used part, pulled from the
+    /// origin on demand.
+    pub heap: (u64, u64),
 }
 
 /// Splits `bytes` per `ranges`' lengths.
@@ -160,6 +174,7 @@ impl Migrations {
         {
             Ok(r) => Ok(r),
             Err(e) => {
+                self.peers.unexport(to, pid);
                 lock(&self.moved).remove(&pid);
                 if let Some(r) = lock(&self.hosted).get(&pid) {
                     r.resume_stdin();
@@ -191,25 +206,23 @@ impl Migrations {
             let top = xisa::read_memory(pid, arena + 8, 8).map_err(err)?;
             let top = u64::from_le_bytes(top.try_into().unwrap_or_default());
             let used = top.clamp(PAGE, arena_size).div_ceil(PAGE) * PAGE;
-            let mut ranges = Vec::new();
-            let mut bytes = Vec::new();
-            for (addr, len) in [(data, data_len), (arena, used)] {
-                bytes.extend(xisa::read_memory(pid, addr, len as usize).map_err(err)?);
-                ranges.push((addr, len));
-            }
+            let data_bytes = xisa::read_memory(pid, data, data_len as usize).map_err(err)?;
             let env = environment(pid)?;
             let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
                 .map_err(|e| format!("process {pid}: cwd: {e}"))?;
             let owner = popcorn_checkpoint::process_owner(pid).map_err(err)?;
-            Ok((ranges, bytes, env, cwd, owner))
+            Ok((used, data_bytes, env, cwd, owner))
         })
         .await
         .map_err(|e| format!("reading the program's memory: {e}"))??;
-        let (mem_ranges, mem_bytes, env, cwd, (uid, gid)) = memory;
+        let (used, mem_bytes, env, cwd, (uid, gid)) = memory;
+        let heap = (arena, used);
         let (real_stdio, stdin) = self.prepare_stdio(pid, handle).await?;
         self.departing(pid, to, handle);
-        let mut attached = vec![(thread.stack.base, thread.stack.bytes.len() as u64)];
-        attached.extend(mem_ranges);
+        let attached = vec![
+            (thread.stack.base, thread.stack.bytes.len() as u64),
+            (data, data_len),
+        ];
         let offer = CrossIsaOffer {
             pid,
             home: info.origin.clone(),
@@ -224,11 +237,13 @@ impl Migrations {
             regs: serde_json::to_string(&thread.regs)
                 .map_err(|e| format!("encoding the registers: {e}"))?,
             attached,
+            heap,
         };
         let mut body = encode(&PeerCall::CrossIsaOffer(Box::new(offer)));
         body.extend_from_slice(&thread.stack.bytes);
         body.extend_from_slice(&mem_bytes);
         let offer_bytes = body.len() as u64;
+        self.peers.export(to, pid);
         match decode_answer(&self.peers.call(to, body, super::CALL_TIMEOUT).await?)? {
             PeerAnswer::Ready { restore_us, .. } => {
                 info!(
@@ -243,10 +258,15 @@ impl Migrations {
         }
         self.commit_at(pid, to).await?;
         let downtime = t0.elapsed();
-        self.settle_departure(pid, to, info, real_stdio).await;
+        let discard_now = self.settle_departure(pid, to, info, real_stdio).await;
         lock(&self.apps).remove(&pid);
-        // Nothing is pulled from the copy here: it goes now.
-        self.push_done(to, pid).await;
+        let (pages_at_origin, pages_zero) = match heap_vma(pid, heap) {
+            Some(v) => self.send_population_map(pid, to, vec![v]).await,
+            None => (0, 0),
+        };
+        if discard_now {
+            self.push_done(to, pid).await;
+        }
         let report = MigrationReport {
             pid,
             from: self.node.clone(),
@@ -254,8 +274,8 @@ impl Migrations {
             threads: 1,
             downtime_us: downtime.as_micros() as u64,
             bytes_before_resume: offer_bytes,
-            pages_at_origin: 0,
-            pages_zero: 0,
+            pages_at_origin,
+            pages_zero,
             transfer_ms: None,
         };
         info!(?report, "migrated across ISAs");
@@ -296,24 +316,38 @@ impl Migrations {
             cwd: offer.cwd.clone(),
             owner: (offer.uid, offer.gid),
         };
-        let setup = move || -> Result<(Restored, u64), String> {
+        let (done_tx, done_rx) = watch::channel(false);
+        let me = self.clone();
+        let origin = from.to_owned();
+        let heap = offer.heap;
+        let setup = move || -> Result<(Restored, PagerHandle), String> {
             let t = Instant::now();
             let stdio: Vec<(i32, i32)> = ends.iter().map(|f| f.as_raw_fd()).zip(0..).collect();
-            let (restored, frames) = continue_here(&app, &start, &stdio, &source, &memory)?;
+            let (mut restored, frames) = continue_here(&app, &start, &stdio, &source, &memory)?;
             drop(ends);
+            let written_us = t.elapsed().as_micros() as u64;
+            let pager = pull_heap(&me, &origin, pid, heap, &mut restored, done_tx);
+            let pager = match pager {
+                Ok(p) => p,
+                Err(e) => {
+                    kill_child(pid);
+                    return Err(e);
+                }
+            };
             info!(
                 pid,
                 frames,
+                written_us,
                 us = t.elapsed().as_micros() as u64,
-                "started, translated and written"
+                "started, translated and written; heap follows"
             );
-            Ok((restored, frames))
+            Ok((restored, pager))
         };
         let events = self.table.events();
         let restored = tokio::task::spawn_blocking(move || supervisor::restore(setup, events))
             .await
             .map_err(|e| format!("restore thread: {e}"))??;
-        let (_, pidfd, handle, commit, _) = restored;
+        let (_, pidfd, handle, commit, pager) = restored;
         let info = ProcessInfo {
             pid,
             uid: offer.uid,
@@ -332,7 +366,7 @@ impl Migrations {
                 commit,
                 handle,
                 pidfd,
-                pager: None,
+                pager: Some((pager, done_rx)),
                 relay,
                 info,
                 app: Some(offer.app),
@@ -370,13 +404,84 @@ fn continue_here(
     let r = build_here(app, start, stdio, source, memory, &mut started);
     if r.is_err() && started {
         // A half-built program must not run from its beginning.
-        // SAFETY: plain integer arguments; it is our child.
-        unsafe { libc::kill(start.pid, libc::SIGKILL) };
-        let mut status = 0;
-        // SAFETY: `status` is a live int; collects our own child.
-        unsafe { libc::waitpid(start.pid, &mut status, libc::__WALL) };
+        kill_child(start.pid);
     }
     r
+}
+
+/// Kills and collects a child of the calling thread.
+fn kill_child(pid: i32) {
+    // SAFETY: plain integer arguments; it is our child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: `status` is a live int; collects our own child.
+    unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+}
+
+/// The origin's mapping holding the heap arena, cut to its used part, for
+/// the population map.
+fn heap_vma(pid: i32, (start, len): (u64, u64)) -> Option<Vma> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let vmas = popcorn_checkpoint::procfs::maps::parse_maps(&text).ok()?;
+    let mut v = vmas
+        .into_iter()
+        .find(|v| v.start <= start && start < v.end)?;
+    v.start = start;
+    v.end = v.end.min(start + len);
+    Some(v)
+}
+
+/// Empties the stopped program's heap arena and serves it from the origin
+/// through a userfaultfd created inside the program's process (qemu's, when
+/// emulated: it accesses the guest's memory at the same addresses).
+fn pull_heap(
+    me: &Arc<Migrations>,
+    origin: &str,
+    pid: i32,
+    (start, len): (u64, u64),
+    restored: &mut Restored,
+    done: watch::Sender<bool>,
+) -> Result<PagerHandle, String> {
+    let empty_and_take = |p: &mut FrozenProcess| -> Result<Uffd, String> {
+        let r = p
+            .inject_syscall(pid, SYS_MADVISE, [start, len, MADV_DONTNEED, 0, 0, 0])
+            .map_err(|e| e.to_string())?;
+        if r < 0 {
+            return Err(format!(
+                "emptying the heap arena: {}",
+                std::io::Error::from_raw_os_error(-r as i32)
+            ));
+        }
+        uffd_in(p)
+    };
+    let uffd = match restored {
+        Restored::Native(p) => empty_and_take(p)?,
+        Restored::Emulated(_) => {
+            let mut p = FrozenProcess::freeze(pid).map_err(|e| e.to_string())?;
+            let r = empty_and_take(&mut p);
+            p.thaw().map_err(|e| e.to_string())?;
+            r?
+        }
+    };
+    uffd.register(start, len)
+        .map_err(|e| format!("userfaultfd register {start:#x}: {e}"))?;
+    let channel = PageChannel::open(&me.peers, origin, pid)?;
+    let spec = PagerSpec {
+        pid,
+        origin: origin.to_owned(),
+        peers: me.peers.clone(),
+        channel,
+        uffd,
+        regions: vec![(start, start + len)],
+        at_origin: vec![(start, len)],
+        background_push: true,
+    };
+    let finished = me.clone();
+    let origin = origin.to_owned();
+    pager::start(spec, move |send_done| {
+        finished.pager_finished(pid, &origin, send_done);
+        let _ = done.send(true);
+    })
 }
 
 fn build_here(
