@@ -22,6 +22,7 @@
 //! # Ok::<(), popcorn_isa::XlateError>(())
 //! ```
 
+pub mod app;
 pub mod binary;
 pub mod callsites;
 pub mod cfi;
@@ -36,6 +37,7 @@ pub mod translate;
 pub mod unwind;
 pub mod values;
 
+pub use app::{App, MigrationPoint};
 pub use binary::{Binary, SymKind, Symbol};
 pub use callsites::{CallSite, CallSiteKey, KeyAssigner};
 pub use check::{check_binary, check_pair, Problem};

@@ -11,32 +11,8 @@ pub mod emulated;
 pub mod native;
 
 use crate::Error;
+pub use popcorn_isa::MigrationPoint;
 use popcorn_isa::{Isa, RegisterFile, StackImage, ThreadSnapshot};
-
-/// How the popcorn runtime in a program stops for a migration (from the
-/// program's `APP.popcorn.json`, for the ISA it runs on).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationPoint {
-    /// `__popcorn_migrate_request`: non-zero asks for a stop at the next
-    /// migration point.
-    pub request_flag: u64,
-    /// The breakpoint instruction the thread stops at.
-    pub stop_insn: u64,
-    /// Where to continue to resume in place (past the breakpoint).
-    pub resume_pc: u64,
-    /// Code between the runtime's last look at the flag and the breakpoint
-    /// (`[start, end)` of `popcorn_migrate_point` and
-    /// `__popcorn_migrate_stop`): a thread stopped there may still trap
-    /// after the flag is cleared, so it is stepped out first.
-    pub window: Vec<(u64, u64)>,
-}
-
-impl MigrationPoint {
-    /// Whether `pc` lies in [`MigrationPoint::window`].
-    pub fn in_window(&self, pc: u64) -> bool {
-        self.window.iter().any(|&(s, e)| pc >= s && pc < e)
-    }
-}
 
 /// Most single steps taken to leave the window (a few dozen instructions).
 pub(crate) const MAX_WINDOW_STEPS: usize = 4096;
@@ -132,25 +108,4 @@ pub fn read_stack(pid: i32, sp: u64) -> Result<StackImage, Error> {
     let base = (sp.saturating_sub(BELOW_SP) & !0xfff).max(vma.start);
     let bytes = read_memory(pid, base, (vma.end - base) as usize)?;
     Ok(StackImage::new(base, bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_membership() {
-        let p = MigrationPoint {
-            request_flag: 0x10,
-            stop_insn: 0x2004,
-            resume_pc: 0x2005,
-            window: vec![(0x1000, 0x1040), (0x2000, 0x2010)],
-        };
-        assert!(p.in_window(0x1000));
-        assert!(p.in_window(0x103f));
-        assert!(!p.in_window(0x1040));
-        assert!(p.in_window(0x2004));
-        assert!(!p.in_window(0x2010));
-        assert!(!p.in_window(0));
-    }
 }

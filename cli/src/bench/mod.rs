@@ -4,9 +4,12 @@
 //! - [`freeze`]: freeze + capture + thaw of a local process.
 //! - [`migrate`]: live migration in a local two-node cluster: downtime,
 //!   remote fault latency, background transfer throughput.
+//! - [`xisa`]: translation per frame and cross-ISA migration latency.
 
+mod cluster;
 mod freeze;
 mod migrate;
+mod xisa;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -37,6 +40,10 @@ pub enum BenchCommand {
     /// Live migration in a temporary local 2-node cluster: downtime by
     /// memory size, remote fault latency, background transfer throughput.
     Migrate(migrate::MigrateArgs),
+    /// Moving a thread between x86_64 and aarch64: translation time per
+    /// frame, and cross-ISA migrations in a temporary 3-node cluster next
+    /// to same-ISA ones.
+    Xisa(xisa::XisaArgs),
     /// The program the migration benchmark migrates (internal).
     #[command(hide = true)]
     Workload(migrate::WorkloadArgs),
@@ -99,6 +106,7 @@ pub fn run(cmd: BenchCommand) -> Result<i32> {
         } => freeze::run(iterations, threads, output.as_deref()),
         BenchCommand::Worker { threads } => freeze::worker(threads),
         BenchCommand::Migrate(args) => migrate::run(&args),
+        BenchCommand::Xisa(args) => xisa::run(&args),
         BenchCommand::Workload(args) => migrate::workload(&args),
         BenchCommand::NetServer { listen } => migrate::net_server(&listen),
         BenchCommand::NetClient(args) => migrate::net_client(&args),

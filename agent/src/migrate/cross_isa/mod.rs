@@ -11,26 +11,27 @@
 //! in the background. The rest (commit, abort, stdio hub, exit, signals,
 //! `PushDone`) is the same-ISA protocol's.
 
-pub mod app;
-
 use super::channel::PageChannel;
 use super::incoming::{uffd_in, Pending};
 use super::pager::{self, PagerHandle, PagerSpec};
 use super::relay::{HostRelay, StdinBacklog};
 use super::{decode_answer, encode, lock, Migrations, PeerAnswer, PeerCall};
 use crate::supervisor::{self, Handle, Restored};
-use app::App;
 use popcorn_checkpoint::restore::{spawn_program, Exec, WorkerSpec};
 use popcorn_checkpoint::xisa::emulated::{qemu_command, Emulated};
 use popcorn_checkpoint::xisa::{self, ThreadControl};
 use popcorn_checkpoint::{FrozenProcess, Vma};
 use popcorn_dsm::uffd::Uffd;
-use popcorn_isa::{Isa, RegisterFile, StackImage, StackPlacement, ThreadSnapshot};
+use popcorn_isa::app::App;
+use popcorn_isa::{Binary, Isa, RegisterFile, StackImage, StackPlacement, ThreadSnapshot};
 use popcorn_proto::control::{MigrationReport, ProcessInfo, ProcessStateKind};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -75,6 +76,23 @@ pub struct CrossIsaOffer {
     /// `(address, length)` of the heap arena's used part, pulled from the
     /// origin on demand.
     pub heap: (u64, u64),
+}
+
+/// The translator's view of an executable, loaded once per version of the
+/// file (loading parses all DWARF: milliseconds).
+fn binary(path: &Path) -> Result<Arc<Binary>, String> {
+    type Cache = Mutex<HashMap<PathBuf, (Option<SystemTime>, Arc<Binary>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if let Some((t, b)) = lock(cache).get(path) {
+        if *t == mtime {
+            return Ok(b.clone());
+        }
+    }
+    let b = Arc::new(Binary::load(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    lock(cache).insert(path.to_owned(), (mtime, b.clone()));
+    Ok(b)
 }
 
 /// Splits `bytes` per `ranges`' lengths.
@@ -494,8 +512,8 @@ fn build_here(
 ) -> Result<(Restored, u64), String> {
     let err = |e: popcorn_checkpoint::Error| e.to_string();
     let dst_path = app.binary(start.isa)?;
-    let src_bin = app::binary(&app.binary(source.isa())?)?;
-    let dst_bin = app::binary(&dst_path)?;
+    let src_bin = binary(&app.binary(source.isa())?)?;
+    let dst_bin = binary(&dst_path)?;
     let main = app.main()?;
     let spec = WorkerSpec {
         pid_ns: None,

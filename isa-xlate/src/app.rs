@@ -1,15 +1,13 @@
-//! The part of a `popcorn build` program's `APP.popcorn.json` the agent
-//! needs to move it between ISAs (format in docs/CROSS_ISA.md), and the
-//! translator's view of its executables, loaded once per file version.
+//! Reading a `popcorn build` program's `APP.popcorn.json` (format in
+//! docs/CROSS_ISA.md, written by `popcorn build`): its executables, where
+//! its data and heap are, and how its runtime stops at a migration point
+//! ([`MigrationPoint`]), which is the contract between the runtime, the
+//! agent and this crate.
 
-use crate::sync::lock;
-use popcorn_checkpoint::xisa::MigrationPoint;
-use popcorn_isa::{Binary, Isa};
+use crate::regs::Isa;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
 
 /// Format tag `popcorn build` writes.
 const FORMAT: &str = "popcorn-build/1";
@@ -58,6 +56,30 @@ struct Metadata {
     arena: Arena,
     runtime: Runtime,
     symbols: Vec<Symbol>,
+}
+
+/// How the popcorn runtime in a program stops for a migration, on one ISA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPoint {
+    /// `__popcorn_migrate_request`: non-zero asks for a stop at the next
+    /// migration point.
+    pub request_flag: u64,
+    /// The breakpoint instruction the thread stops at.
+    pub stop_insn: u64,
+    /// Where to continue to resume in place (past the breakpoint).
+    pub resume_pc: u64,
+    /// Code between the runtime's last look at the flag and the breakpoint
+    /// (`[start, end)` of `popcorn_migrate_point` and
+    /// `__popcorn_migrate_stop`): a thread stopped there may still trap
+    /// after the flag is cleared, so it is stepped out first.
+    pub window: Vec<(u64, u64)>,
+}
+
+impl MigrationPoint {
+    /// Whether `pc` lies in [`MigrationPoint::window`].
+    pub fn in_window(&self, pc: u64) -> bool {
+        self.window.iter().any(|&(s, e)| pc >= s && pc < e)
+    }
 }
 
 /// A program built with `popcorn build`.
@@ -183,26 +205,25 @@ impl App {
     }
 }
 
-/// The translator's view of an executable, loaded once per version of the
-/// file (loading parses all DWARF: milliseconds).
-pub fn binary(path: &Path) -> Result<Arc<Binary>, String> {
-    type Cache = Mutex<HashMap<PathBuf, (Option<SystemTime>, Arc<Binary>)>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Mutex::default);
-    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    if let Some((t, b)) = lock(cache).get(path) {
-        if *t == mtime {
-            return Ok(b.clone());
-        }
-    }
-    let b = Arc::new(Binary::load(path).map_err(|e| format!("{}: {e}", path.display()))?);
-    lock(cache).insert(path.to_owned(), (mtime, b.clone()));
-    Ok(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_membership() {
+        let p = MigrationPoint {
+            request_flag: 0x10,
+            stop_insn: 0x2004,
+            resume_pc: 0x2005,
+            window: vec![(0x1000, 0x1040), (0x2000, 0x2010)],
+        };
+        assert!(p.in_window(0x1000));
+        assert!(p.in_window(0x103f));
+        assert!(!p.in_window(0x1040));
+        assert!(p.in_window(0x2004));
+        assert!(!p.in_window(0x2010));
+        assert!(!p.in_window(0));
+    }
 
     #[test]
     fn metadata_next_to_either_executable() {
