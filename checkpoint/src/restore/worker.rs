@@ -379,26 +379,32 @@ impl Exec {
     unsafe fn run_in_child(&self, report: RawFd) -> ! {
         // SAFETY: per this function's contract; every pointer refers to
         // memory prepared before the fork, NUL-terminated (arrays too).
+        // Raw system calls throughout: glibc's setresuid() in a process it
+        // believes multi-threaded (this one is a copy of one) waits for the
+        // parent's other threads, which do not exist here.
         unsafe {
-            libc::setsid();
             let fail = |report: RawFd| -> ! {
                 let errno = *libc::__errno_location();
                 let b = errno.to_le_bytes();
-                libc::write(report, b.as_ptr().cast(), b.len());
+                libc::syscall(libc::SYS_write, report, b.as_ptr(), b.len());
+                libc::syscall(libc::SYS_exit_group, 127);
                 libc::_exit(127);
             };
-            if libc::chdir(self.cwd.as_ptr()) != 0 {
+            libc::syscall(libc::SYS_setsid);
+            if libc::syscall(libc::SYS_chdir, self.cwd.as_ptr()) != 0 {
                 fail(report);
             }
-            if libc::setresgid(self.gid, self.gid, self.gid) != 0
-                || libc::setresuid(self.uid, self.uid, self.uid) != 0
+            let (u, g) = (libc::c_long::from(self.uid), libc::c_long::from(self.gid));
+            if libc::syscall(libc::SYS_setresgid, g, g, g) != 0
+                || libc::syscall(libc::SYS_setresuid, u, u, u) != 0
             {
                 fail(report);
             }
-            if self.traced && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+            if self.traced && libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
                 fail(report);
             }
-            libc::execve(
+            libc::syscall(
+                libc::SYS_execve,
                 self.program.as_ptr(),
                 self.argv.as_ptr(),
                 self.envp.as_ptr(),
@@ -430,6 +436,28 @@ pub fn spawn_program(spec: &WorkerSpec, exec: &Exec) -> Result<Spawned, Error> {
         unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
     let child = clone_in_namespace(spec, ready_w.as_raw_fd(), Some(exec))?;
     drop(ready_w);
+    // The pipe closes at the exec, or carries an errno; a child that never
+    // gets there is killed.
+    let mut poll = libc::pollfd {
+        fd: ready_r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = crate::freeze::STOP_TIMEOUT.as_millis() as i32;
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut poll, 1, ms) } <= 0 {
+        // SAFETY: plain integer arguments; `child` is our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        reap(child);
+        return Err(Error::Restore {
+            pid: child,
+            detail: format!(
+                "{} did not start within {} s",
+                exec.program.to_string_lossy(),
+                crate::freeze::STOP_TIMEOUT.as_secs()
+            ),
+        });
+    }
     let mut errno = [0u8; 4];
     let n = io::Read::read(&mut File::from(ready_r), &mut errno);
     if let Ok(4) = n {
