@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # popcorn demo: a 3-node local cluster (each node its own network, PID and
-# mount namespaces, with its own agent), a program run under popcorn on node
-# a, frozen, inspected and thawed, then migrated live a → b → c → a while it
-# keeps counting, its output arriving where it was started; `popcorn top`
-# shows the cluster once at the end. Run as root after
-# `cargo build --workspace`, or simply `sudo make demo`.
+# mount namespaces, with its own agent; node c is declared aarch64 and runs
+# its programs under qemu-user), a program run under popcorn on node a,
+# frozen, inspected and thawed, then migrated live a → b → a while it keeps
+# counting, its output arriving where it was started; then a program built
+# with `popcorn build` moves x86_64 → aarch64 → x86_64 mid-run with output
+# identical to an unmigrated run; `popcorn top` shows the cluster once at
+# the end. Run as root after `cargo build --workspace`, or simply
+# `sudo make demo`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -27,8 +30,8 @@ cleanup() {
 popcorn cluster down >/dev/null 2>&1 || true   # leftovers of an earlier run
 trap cleanup EXIT
 
-say "popcorn cluster up --nodes 3"
-popcorn cluster up --nodes 3
+say "popcorn cluster up --nodes 3 --isa c=aarch64"
+popcorn cluster up --nodes 3 --isa c=aarch64
 
 # Peer links come up within a second or two (mutual TLS + first heartbeat).
 for _ in $(seq 50); do
@@ -62,17 +65,39 @@ lines=$(printf '%s\n' "$inspect" | wc -l)
 say "popcorn thaw $pid   (the counting resumes where it stopped)"
 on a thaw "$pid"
 
-for to in b c a; do
+for to in b a; do
     sleep 1.2
     say "popcorn migrate $pid --to $to   (live: memory follows on demand)"
     on a migrate "$pid" --to "$to"
     on a ps
 done
-
-say "popcorn top --once   (the live monitor, one frame: nodes, processes, migrations)"
-on a top --once --width 150 --height 34
-
 status=0
 wait "$run_pid" || status=$?
 run_pid=""
 say "the counter exited with status $status"
+
+say "popcorn build xisa_kernels.c -o xisa-demo   (x86_64 + aarch64 executables, one address per symbol)"
+popcorn build tests/programs/xisa/xisa_kernels.c -o "$bin/xisa-demo"
+"$bin/xisa-demo.x86_64" 40 > "$bin/xisa-demo.expected" || true
+say "popcorn run --nodes a,c xisa-demo 40 150   (on node a, x86_64: a recursion, a sort and a CG loop per round)"
+on a run --nodes a,c "$bin/xisa-demo" 40 150 | tee "$bin/xisa-demo.out" &
+run_pid=$!
+sleep 1.5
+xpid=$(on a ps | awk '$4 == "running" && /xisa-demo/ { print $1; exit }')
+[ -n "$xpid" ] || { echo "demo: xisa-demo is not in popcorn ps" >&2; exit 1; }
+say "popcorn migrate $xpid --to c   (x86_64 → aarch64: stops at its next migration point, translated, heap on demand)"
+on a migrate "$xpid" --to c
+on a ps
+sleep 2
+say "popcorn migrate $xpid --to a   (aarch64 → x86_64)"
+on a migrate "$xpid" --to a
+wait "$run_pid" || true
+run_pid=""
+if cmp -s "$bin/xisa-demo.out" "$bin/xisa-demo.expected"; then
+    say "output identical to an unmigrated x86_64 run"
+else
+    say "output differs from an unmigrated run!"; diff "$bin/xisa-demo.expected" "$bin/xisa-demo.out" | head
+fi
+
+say "popcorn top --once   (the live monitor, one frame: nodes, processes, migrations)"
+on a top --once --width 150 --height 34
