@@ -122,9 +122,10 @@ impl FrozenProcess {
     }
 
     /// Takes over a single-threaded child of the caller that the calling
-    /// thread has already seized and brought to a ptrace stop (a restore
-    /// worker).
-    pub(crate) fn adopt_stopped_child(pid: i32) -> FrozenProcess {
+    /// thread already traces and that is in a ptrace stop (a restore
+    /// worker, or a program started with `PTRACE_TRACEME` and stopped after
+    /// its exec).
+    pub fn adopt_stopped_child(pid: i32) -> FrozenProcess {
         FrozenProcess {
             tracer: Tracer { pid, parent: true },
             threads: BTreeMap::from([(pid, true)]),

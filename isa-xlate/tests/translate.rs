@@ -445,39 +445,6 @@ fn thread_entry_is_the_outermost_frame() {
 }
 
 #[test]
-fn aligned_binaries_translate_with_the_default_policy() {
-    let p = common::build_aligned("recurse");
-    let x86 = Binary::load(&p.x86).unwrap();
-    let a64 = Binary::load(&p.a64).unwrap();
-    for s in ["recurse", "main", "mix", "g_table", "popcorn_migrate_point"] {
-        assert_eq!(
-            x86.symbol(s).unwrap().addr,
-            a64.symbol(s).unwrap().addr,
-            "{s}"
-        );
-    }
-    assert!(popcorn_isa::check_pair(&x86, &a64, true).is_empty());
-    let expected = common::native_output(&p.x86, "77");
-    assert_eq!(common::native_output_a64(&p.a64, "77"), expected);
-    let (_x, xs) = X86Proc::start(&p.x86, "77");
-    let (a, a_own) = A64Proc::start(&p.a64, "3", a64.symbol(MIGRATE_STOP).unwrap().addr);
-    let placement = StackPlacement::from_snapshot(&a_own, &a64).unwrap();
-    let t = translate(&xs, &x86, &a64, &placement, &Options::default()).unwrap();
-    let v = frame_values(&t.snapshot, &a64).unwrap();
-    let inner = &v[0];
-    let get = |n: &str| inner.vars.iter().find(|v| v.name == n).unwrap();
-    // Pointers to globals and code keep their values.
-    assert_eq!(
-        get("fn").pointers[0].1,
-        PointerTarget::Symbol {
-            name: "mix".into(),
-            offset: 0
-        }
-    );
-    assert_eq!(a.resume_with(&t.snapshot), expected);
-}
-
-#[test]
 fn same_isa_translation_is_the_identity() {
     let b = bins();
     let p = recurse_pair();

@@ -10,14 +10,15 @@
 //!   and to how fast this machine fills fresh memory locally (`UFFDIO_COPY`
 //!   as the pager does it, and a plain first-touch `memcpy`).
 
+use super::cluster::Cluster;
 use super::{write_report, Stats};
 use anyhow::{anyhow, bail, Context, Result};
-use popcorn_proto::control::{MigrationReport, NodeStatus, ProcessInfo};
+use popcorn_proto::control::ProcessInfo;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 const CLUSTER: &str = "bench";
@@ -112,95 +113,6 @@ struct Report {
     transfer_uffd_copy_ratio: f64,
 }
 
-/// The temporary cluster; removed on drop.
-struct Cluster {
-    exe: PathBuf,
-    keep: bool,
-}
-
-impl Cluster {
-    fn up(exe: &Path, keep: bool) -> Result<Cluster> {
-        let c = Cluster {
-            exe: exe.to_owned(),
-            keep,
-        };
-        let _ = c.cluster(&["down"]).output();
-        let out = c.cluster(&["up", "--nodes", "2"]).output()?;
-        if !out.status.success() {
-            bail!("cluster up: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let nodes: Vec<NodeStatus> =
-                serde_json::from_slice(&c.popcorn("a", &["nodes", "--json"]).output()?.stdout)
-                    .unwrap_or_default();
-            let up = nodes.iter().filter(|n| n.rtt_us.is_some()).count();
-            if up == 1 {
-                return Ok(c);
-            }
-            if Instant::now() > deadline {
-                bail!("the bench cluster's peer link did not come up");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn cluster(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("cluster")
-            .arg(args[0])
-            .args(["--name", CLUSTER, "--dir", DIR])
-            .args(&args[1..]);
-        cmd
-    }
-
-    fn popcorn(&self, node: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(["--config", &format!("{DIR}/cluster.toml"), "--node", node])
-            .args(args)
-            .env_remove("POPCORN_NODE");
-        cmd
-    }
-
-    /// A command run inside a node's namespaces.
-    fn exec(&self, node: &str, args: &[&str]) -> Command {
-        let mut cmd = self.cluster(&["exec", node, "--"]);
-        cmd.args(args);
-        cmd
-    }
-
-    fn address(&self, node: &str) -> Result<String> {
-        let nodes: Vec<NodeStatus> =
-            serde_json::from_slice(&self.popcorn("a", &["nodes", "--json"]).output()?.stdout)?;
-        let n = nodes
-            .iter()
-            .find(|n| n.name == node)
-            .ok_or_else(|| anyhow!("no node {node}"))?;
-        Ok(n.address.split(':').next().unwrap_or_default().to_owned())
-    }
-
-    fn migrate(&self, from: &str, pid: i32, to: &str, extra: &[&str]) -> Result<MigrationReport> {
-        let pid = pid.to_string();
-        let mut args = vec!["migrate", pid.as_str(), "--to", to, "--json"];
-        args.extend_from_slice(extra);
-        let out = self.popcorn(from, &args).output()?;
-        if !out.status.success() {
-            bail!("migrate: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(serde_json::from_slice(&out.stdout)?)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("the cluster stays up: popcorn cluster down --name {CLUSTER} --dir {DIR}");
-            return;
-        }
-        let _ = self.cluster(&["down"]).output();
-    }
-}
-
 /// A workload started with `popcorn run` on node a; killed on drop.
 struct Workload<'c> {
     cluster: &'c Cluster,
@@ -273,7 +185,7 @@ pub fn run(args: &MigrateArgs) -> Result<i32> {
         bail!("--sizes-mib, --rounds and --faults must not be empty or zero");
     }
     let exe = std::env::current_exe()?;
-    let cluster = Cluster::up(&exe, args.keep_cluster)?;
+    let cluster = Cluster::up(&exe, CLUSTER, DIR, 2, &[], args.keep_cluster)?;
     let exe_s = exe.to_string_lossy().into_owned();
 
     // Baselines on the same link and machine.
