@@ -209,17 +209,7 @@ impl Migrations {
             us = started.elapsed().as_micros() as u64,
             "restored, waiting for commit"
         );
-        let info = ProcessInfo {
-            pid,
-            uid: offer.uid,
-            argv: offer.argv,
-            origin: offer.home,
-            node: self.node.clone(),
-            nodes: offer.nodes,
-            state: ProcessStateKind::Running,
-            threads: 0,
-            exit: None,
-        };
+        let info = self.arriving(pid, offer.uid, offer.argv, offer.home, offer.nodes);
         self.pending(
             pid,
             Pending {
@@ -255,6 +245,28 @@ impl Migrations {
             ));
         }
         Ok(())
+    }
+
+    /// The table entry of a process arriving here.
+    pub(super) fn arriving(
+        &self,
+        pid: i32,
+        uid: u32,
+        argv: Vec<String>,
+        origin: String,
+        nodes: Vec<String>,
+    ) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            uid,
+            argv,
+            origin,
+            node: self.node.clone(),
+            nodes,
+            state: ProcessStateKind::Running,
+            threads: 0,
+            exit: None,
+        }
     }
 
     /// Keeps a restore until the origin commits it, or kills it after

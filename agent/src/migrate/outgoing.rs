@@ -307,9 +307,14 @@ impl Migrations {
             pages_zero,
             transfer_ms: None,
         };
+        Ok(self.migrated(report))
+    }
+
+    /// Logs and records a migration that left this node.
+    pub(super) fn migrated(&self, report: MigrationReport) -> MigrationReport {
         info!(?report, "migrated");
         self.monitor.record_migration(&report);
-        Ok(report)
+        report
     }
 
     /// Standard streams of a process about to leave: its relay's pending

@@ -24,7 +24,7 @@ use popcorn_checkpoint::{FrozenProcess, Vma};
 use popcorn_dsm::uffd::Uffd;
 use popcorn_isa::app::App;
 use popcorn_isa::{Binary, Isa, RegisterFile, StackImage, StackPlacement, ThreadSnapshot};
-use popcorn_proto::control::{MigrationReport, ProcessInfo, ProcessStateKind};
+use popcorn_proto::control::{MigrationReport, ProcessInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -296,9 +296,7 @@ impl Migrations {
             pages_zero,
             transfer_ms: None,
         };
-        info!(?report, "migrated across ISAs");
-        self.monitor.record_migration(&report);
-        Ok(report)
+        Ok(self.migrated(report))
     }
 
     /// The destination of a move between ISAs.
@@ -366,17 +364,7 @@ impl Migrations {
             .await
             .map_err(|e| format!("restore thread: {e}"))??;
         let (_, pidfd, handle, commit, pager) = restored;
-        let info = ProcessInfo {
-            pid,
-            uid: offer.uid,
-            argv: offer.argv,
-            origin: offer.home,
-            node: self.node.clone(),
-            nodes: offer.nodes,
-            state: ProcessStateKind::Running,
-            threads: 0,
-            exit: None,
-        };
+        let info = self.arriving(pid, offer.uid, offer.argv, offer.home, offer.nodes);
         self.pending(
             pid,
             Pending {
