@@ -19,10 +19,7 @@ pub enum Isa {
 
 impl fmt::Display for Isa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Isa::X86_64 => "x86_64",
-            Isa::Aarch64 => "aarch64",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -40,6 +37,25 @@ impl std::str::FromStr for Isa {
 }
 
 impl Isa {
+    /// Both ISAs, in a fixed order (see [`Isa::index`]).
+    pub const ALL: [Isa; 2] = [Isa::X86_64, Isa::Aarch64];
+
+    /// The name used in file names, cluster files and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::X86_64 => "x86_64",
+            Isa::Aarch64 => "aarch64",
+        }
+    }
+
+    /// Position in [`Isa::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Isa::X86_64 => 0,
+            Isa::Aarch64 => 1,
+        }
+    }
+
     /// The ISA this program was built for.
     pub fn native() -> Isa {
         if cfg!(target_arch = "aarch64") {

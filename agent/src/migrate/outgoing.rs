@@ -372,6 +372,10 @@ impl Migrations {
                 lock(&self.hubs).insert(pid, hub);
             }
             None => {
+                // The hub here (if this is home) sends stdin there first.
+                if let Some(hub) = self.hub(pid) {
+                    hub.set_location(to);
+                }
                 if let Some(r) = lock(&self.hosted).remove(&pid) {
                     r.forward_stdin(to);
                 }

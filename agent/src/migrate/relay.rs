@@ -430,9 +430,16 @@ impl Migrations {
     /// plain thread).
     pub(crate) fn deliver_stdin(&self, pid: i32, to: &str, offset: u64, data: Vec<u8>) {
         if to == self.node {
-            if let Some(r) = lock(&self.hosted).get(&pid) {
+            if let Some(r) = lock(&self.hosted).get(&pid).cloned() {
                 r.stdin(offset, data);
+                return;
             }
+            // It has just left (the hub learns where a moment later).
+            let Some(gone_to) = lock(&self.moved).get(&pid).map(|d| d.to.clone()) else {
+                debug!(pid, "stdin for a process that runs nowhere");
+                return;
+            };
+            self.send_stdio_blocking(pid, &gone_to, 0, offset, data);
             return;
         }
         self.send_stdio_blocking(pid, to, 0, offset, data);

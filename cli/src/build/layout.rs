@@ -7,38 +7,8 @@
 //! its two alignments and takes the larger of its two sizes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
-/// The two ISAs a program is built for, in a fixed order (index 0, 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Isa {
-    X86_64,
-    Aarch64,
-}
-
-impl Isa {
-    pub const ALL: [Isa; 2] = [Isa::X86_64, Isa::Aarch64];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::X86_64 => "x86_64",
-            Isa::Aarch64 => "aarch64",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        match self {
-            Isa::X86_64 => 0,
-            Isa::Aarch64 => 1,
-        }
-    }
-}
-
-impl fmt::Display for Isa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use popcorn_isa::Isa;
 
 /// Which window a section goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
