@@ -5,15 +5,17 @@
 //! deep, its heap following on demand), with output byte-identical to an
 //! unmigrated native run and its exit status propagated; a move requested while the program is between migration
 //! points is refused and it keeps running; a signal reaches it while it
-//! runs emulated. (A program not built with `popcorn build` is refused in
-//! migrate_failures.)
+//! runs emulated; when the destination cannot continue it (its executable
+//! is not the program's), the program resumes where it stopped. (A program
+//! not built with `popcorn build` is refused in migrate_failures.)
 //!
 //! Needs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user
 //! (`make deps`) and the built binaries (cargo build).
 
 use popcorn_tests::cluster::bin_dir;
 use popcorn_tests::migrate::{
-    cluster_with, fails_with, migrate, migrate_ok, ps_entry, text, wait_pid, Client,
+    cluster_with, fails_with, migrate, migrate_ok, ps_entry, text, wait_nothing_left, wait_pid,
+    Client,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -121,6 +123,8 @@ fn moves_between_migration_points_are_refused_and_signals_reach_the_emulated_pro
     );
     assert!(started.elapsed() >= Duration::from_secs(5));
     assert_eq!(node_of(&c, pid), "a");
+    // The program b had started for it, waiting at main, is gone.
+    wait_nothing_left(&c, "b", pid, Duration::from_secs(5));
     run.wait_line(|l| l.starts_with("round 1:"), Duration::from_secs(30));
 
     // Right after a round's line the program naps 6.5 s again; a request
@@ -144,4 +148,33 @@ fn moves_between_migration_points_are_refused_and_signals_reach_the_emulated_pro
     let n = fin.lines.len();
     assert!((3..40).contains(&n), "{:?}", fin.lines);
     assert_eq!(fin.lines[..], expected[..n]);
+}
+
+#[test]
+fn a_destination_that_cannot_continue_leaves_the_program_where_it_was() {
+    let app = built("xisa_kernels", "fail");
+    // b's executable of this name is another program: its call sites do not
+    // match, so the translation fails there.
+    let other = built("xisa_stop", "fail-other");
+    std::fs::copy(
+        other.with_extension("aarch64"),
+        app.with_extension("aarch64"),
+    )
+    .unwrap();
+    let app_s = app.to_str().unwrap();
+    let args = ["60", "20"];
+    let (expected, code) = unmigrated(None, &app.with_extension("x86_64"), &args);
+    let c = cluster_with("xisafail", 2, &["--isa", "b=aarch64"]);
+    let mut run = Client::run(&c, "a", &["--nodes", "a,b", app_s, args[0], args[1]]);
+    run.wait_line(|l| l.starts_with("round 3:"), Duration::from_secs(30));
+    let pid = wait_pid(&c, "a", "xisa_kernels");
+    fails_with(
+        migrate(&c, "a", pid, "b"),
+        &["node 'b' could not", "keeps running on node 'a'"],
+    );
+    assert_eq!(node_of(&c, pid), "a");
+    wait_nothing_left(&c, "b", pid, Duration::from_secs(5));
+    let fin = run.finish(Duration::from_secs(60));
+    assert_eq!(fin.status.code(), Some(code), "stderr: {}", fin.stderr);
+    assert_eq!(fin.lines, expected, "stderr: {}", fin.stderr);
 }

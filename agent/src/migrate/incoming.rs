@@ -336,6 +336,10 @@ impl Migrations {
     /// Drops a restore that was not committed (the worker is killed).
     /// Answers `Resumed` if it had been committed already.
     pub(super) fn abort(&self, pid: i32, why: &str) -> PeerAnswer {
+        if self.drop_preparation(pid) {
+            warn!(pid, "prepared program dropped: {why}");
+            return PeerAnswer::Aborted;
+        }
         let Some(p) = lock(&self.incoming).remove(&pid) else {
             let runs = self
                 .table

@@ -77,8 +77,12 @@ fn yes() -> bool {
 pub enum PeerCall {
     /// Restore this process, stopped; answer `Ready` or `Error`.
     Offer(Box<Offer>),
-    /// Continue this program (built with `popcorn build`) on this node's
-    /// ISA, stopped; answer `Ready` or `Error`.
+    /// Start this program (built with `popcorn build`) for this node's ISA
+    /// and keep it at `main` for the offer that follows; answer `Prepared`
+    /// or `Error`.
+    PrepareCrossIsa(Box<cross_isa::CrossIsaStart>),
+    /// Continue the prepared program with this thread and memory, stopped;
+    /// answer `Ready` or `Error`.
     CrossIsaOffer(Box<cross_isa::CrossIsaOffer>),
     /// Let the restored process run; answer `Resumed`.
     Commit { pid: i32 },
@@ -99,6 +103,7 @@ pub enum PeerAnswer {
         pages_zero: u64,
         restore_us: u64,
     },
+    Prepared,
     Resumed,
     Aborted,
     Migrated(MigrationReport),
@@ -179,6 +184,9 @@ pub struct Migrations {
     /// `APP.popcorn.json` of programs running here that arrived from
     /// another ISA (an emulated one's executable is qemu's).
     apps: Mutex<HashMap<i32, std::path::PathBuf>>,
+    /// Programs started here for a move between ISAs, waiting at `main`
+    /// for the offer.
+    preparing: Mutex<HashMap<i32, cross_isa::Prepared>>,
 }
 
 impl Migrations {
@@ -200,6 +208,7 @@ impl Migrations {
             moved: Mutex::default(),
             monitor,
             apps: Mutex::default(),
+            preparing: Mutex::default(),
         })
     }
 
@@ -272,6 +281,7 @@ impl Migrations {
     async fn call(self: &Arc<Self>, from: &str, call: PeerCall, attached: &[u8]) -> PeerAnswer {
         let r = match call {
             PeerCall::Offer(offer) => self.accept_offer(from, *offer, attached).await,
+            PeerCall::PrepareCrossIsa(start) => self.prepare_cross_isa(from, *start).await,
             PeerCall::CrossIsaOffer(offer) => self.accept_cross_isa(from, *offer, attached).await,
             PeerCall::Commit { pid } => self.commit(from, pid).await,
             PeerCall::Abort { pid } => Ok(self.abort(pid, "the origin aborted the migration")),

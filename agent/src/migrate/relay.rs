@@ -169,6 +169,9 @@ enum StdinOp {
     Hold(mpsc::Sender<StdinBacklog>),
     /// The migration failed: put the unread bytes back.
     Resume,
+    /// The stream continues from this backlog (a relay made before the
+    /// process's stdin position was known).
+    Begin(StdinBacklog),
     /// The process left: later bytes go to this node.
     Forward(String),
 }
@@ -218,12 +221,7 @@ impl HostRelay {
                     held: None,
                     forward: None,
                 };
-                if !backlog.bytes.is_empty() {
-                    w.accept(backlog.start, backlog.bytes);
-                }
-                if backlog.eof {
-                    w.pipe = None;
-                }
+                w.begin(backlog);
                 w.run(&m, rx)
             }
         };
@@ -278,6 +276,12 @@ impl HostRelay {
             return StdinBacklog::default();
         }
         rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+    }
+
+    /// Stdin continues from `backlog` (for a relay started before the
+    /// process stopped, with an empty one).
+    pub fn begin_stdin(&self, backlog: StdinBacklog) {
+        let _ = lock(&self.stdin).send(StdinOp::Begin(backlog));
     }
 
     /// The migration failed: the unread stdin goes back into the pipe.
@@ -348,16 +352,10 @@ impl StdinWriter {
                 }
                 StdinOp::Resume => {
                     if let Some(b) = self.held.take() {
-                        self.next = b.start;
-                        if !b.bytes.is_empty() {
-                            self.accept(b.start, b.bytes);
-                        }
-                        if b.eof {
-                            self.pipe = None;
-                        }
-                        self.flush();
+                        self.begin(b);
                     }
                 }
+                StdinOp::Begin(b) => self.begin(b),
                 StdinOp::Forward(to) => {
                     self.held = None;
                     self.pipe = None;
@@ -368,6 +366,18 @@ impl StdinWriter {
                 }
             }
         }
+    }
+
+    /// The stream continues at `b.start` with `b`'s bytes.
+    fn begin(&mut self, b: StdinBacklog) {
+        self.next = b.start;
+        if !b.bytes.is_empty() {
+            self.accept(b.start, b.bytes);
+        }
+        if b.eof {
+            self.pipe = None;
+        }
+        self.flush();
     }
 
     fn accept(&mut self, offset: u64, data: Vec<u8>) {
