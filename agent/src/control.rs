@@ -343,6 +343,7 @@ async fn handle_run(
     };
     let mut exit = agent.table.insert(info, handle, pidfd);
     agent.monitor.manage(pid);
+    agent.migrations.serve_migrate_calls(pid, &run.program);
     registered.done();
     conn.send(&Reply::Started { pid }).await?;
     let mut client_gone = false;

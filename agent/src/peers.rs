@@ -162,6 +162,12 @@ impl Peers {
             .map_err(|e| e.to_string())
     }
 
+    /// The name of the cluster file's `i`-th node (from 0): Popcorn's node
+    /// ids.
+    pub fn node_name_at(&self, i: usize) -> Option<String> {
+        self.config.nodes.get(i).map(|n| n.name.clone())
+    }
+
     /// Refuses unknown nodes and nodes without an established link.
     pub fn reachable(&self, peer: &str) -> Result<(), String> {
         self.link_or_err(peer).map(|_| ())

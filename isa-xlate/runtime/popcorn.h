@@ -30,8 +30,9 @@ void popcorn_migrate_point(void);
 /* Popcorn-compatible: non-zero when a migration is pending. */
 int check_migrate(void);
 
-/* Popcorn-compatible: ask to move to node `nid` now (a migration point).
- * Without a popcorn agent watching the process it returns at once. */
+/* Popcorn-compatible: move to node `nid` (the cluster file's order, from
+ * 0) now. Returns once the program runs there, or at once when no popcorn
+ * agent serves the process or the agent refused (its log says why). */
 void migrate(int nid);
 
 /* Set by the agent (by writing the process's memory), read by the runtime. */

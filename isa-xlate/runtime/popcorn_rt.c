@@ -73,13 +73,20 @@ int check_migrate(void)
 	return __popcorn_migrate_request != 0;
 }
 
+/*
+ * The agent polls __popcorn_migrate_target of the programs it runs, moves
+ * this one to node `nid` (a migration point below), and the node it lands
+ * on sets the target back to -1; so does a refusal.
+ */
 void migrate(int nid)
 {
 	if (!__popcorn_agent_present)
 		return;
 	__popcorn_migrate_target = nid;
-	__popcorn_migrate_request = 1;
-	popcorn_migrate_point();
+	while (__popcorn_migrate_target != -1) {
+		popcorn_migrate_point();
+		usleep(1000);
+	}
 }
 
 /* ---- heap arena -------------------------------------------------------- */

@@ -158,6 +158,17 @@ impl App {
             .ok_or_else(|| format!("{}: no symbol {name}", self.metadata.display()))
     }
 
+    /// Address of a runtime variable or function (`__popcorn_*`, the same
+    /// on every ISA).
+    pub fn runtime_symbol(&self, name: &str) -> Result<u64, String> {
+        self.meta
+            .runtime
+            .symbols
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("{}: no runtime symbol {name}", self.metadata.display()))
+    }
+
     /// The entry of `main` (same address on every ISA).
     pub fn main(&self) -> Result<u64, String> {
         Ok(self.symbol("main")?.address)
@@ -172,11 +183,7 @@ impl App {
             .stop
             .get(&isa)
             .ok_or_else(|| missing(&format!("stop for {isa}")))?;
-        let flag = *m
-            .runtime
-            .symbols
-            .get("__popcorn_migrate_request")
-            .ok_or_else(|| missing("__popcorn_migrate_request"))?;
+        let flag = self.runtime_symbol("__popcorn_migrate_request")?;
         let mut window = Vec::new();
         for f in ["popcorn_migrate_point", "__popcorn_migrate_stop"] {
             let s = self.symbol(f)?;

@@ -5,7 +5,8 @@
 //! deep, its heap following on demand), with output byte-identical to an
 //! unmigrated native run and its exit status propagated; a move requested while the program is between migration
 //! points is refused and it keeps running; a signal reaches it while it
-//! runs emulated; when the destination cannot continue it (its executable
+//! runs emulated; a program's own Popcorn-style `migrate(nid)` calls move
+//! it there and back; when the destination cannot continue it (its executable
 //! is not the program's), the program resumes where it stopped. (A program
 //! not built with `popcorn build` is refused in migrate_failures.)
 //!
@@ -177,4 +178,41 @@ fn a_destination_that_cannot_continue_leaves_the_program_where_it_was() {
     let fin = run.finish(Duration::from_secs(60));
     assert_eq!(fin.status.code(), Some(code), "stderr: {}", fin.stderr);
     assert_eq!(fin.lines, expected, "stderr: {}", fin.stderr);
+}
+
+#[test]
+fn a_program_moves_itself_with_popcorns_migrate_call() {
+    let app = built("xisa_migrate_call", "call");
+    let app_s = app.to_str().unwrap();
+    // Without an agent, migrate() returns at once: the reference output.
+    let (expected, code) = unmigrated(None, &app.with_extension("x86_64"), &[]);
+    assert_eq!(code, 3);
+    let c = cluster_with("xisacall", 2, &["--isa", "b=aarch64"]);
+    let mut run = Client::run(&c, "a", &["--nodes", "a,b", app_s]);
+    run.wait_line(|l| l.starts_with("phase 0:"), Duration::from_secs(30));
+    let pid = wait_pid(&c, "a", "xisa_migrate_call");
+    // migrate(1) after phase 1: on b (aarch64) for phases 2 and 3.
+    run.wait_line(|l| l.starts_with("phase 3:"), Duration::from_secs(30));
+    assert_eq!(node_of(&c, pid), "b");
+    let fin = run.finish(Duration::from_secs(60));
+    assert_eq!(fin.status.code(), Some(code), "stderr: {}", fin.stderr);
+    assert_eq!(fin.lines, expected, "stderr: {}", fin.stderr);
+    // The home node logged both moves.
+    let out = c
+        .popcorn_direct("a", &["top", "--once", "--json"])
+        .output()
+        .unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let moves: Vec<(String, String)> = view["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["pid"].as_i64() == Some(i64::from(pid)))
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (s("from"), s("to"))
+        })
+        .collect();
+    assert!(moves.contains(&("a".into(), "b".into())), "{moves:?}");
+    assert!(moves.contains(&("b".into(), "a".into())), "{moves:?}");
 }

@@ -218,6 +218,7 @@ impl Migrations {
         mut inbox: mpsc::UnboundedReceiver<Inbound>,
         mut exits: mpsc::UnboundedReceiver<(i32, Option<ExitStatus>)>,
     ) {
+        self.watch_migrate_calls();
         let me = self.clone();
         tokio::spawn(async move {
             while let Some(msg) = inbox.recv().await {

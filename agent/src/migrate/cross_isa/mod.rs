@@ -14,11 +14,14 @@
 //!   same-ISA move: the heap is pulled from the stopped origin on demand
 //!   and in the background.
 //!
+//! - [`requests`]: a program's own `migrate(nid)` calls.
+//!
 //! The rest (commit, abort, stdio hub, exit, signals, `PushDone`) is the
 //! same-ISA protocol's.
 
 mod destination;
 mod origin;
+mod requests;
 
 pub(super) use destination::Prepared;
 

@@ -42,7 +42,7 @@ fn heap_vma(pid: i32, (start, len): (u64, u64)) -> Option<Vma> {
 
 impl Migrations {
     /// The `popcorn build` program process `pid` runs.
-    fn app_of(&self, pid: i32) -> Result<App, String> {
+    pub(super) fn app_of(&self, pid: i32) -> Result<App, String> {
         if let Some(meta) = lock(&self.apps).get(&pid).cloned() {
             return App::load(&meta);
         }
