@@ -52,7 +52,7 @@ impl Migrations {
             let mut round = 0u32;
             loop {
                 tokio::time::sleep(POLL).await;
-                if round % REFRESH == 0 {
+                if round.is_multiple_of(REFRESH) {
                     let here: HashSet<i32> = me
                         .table
                         .list(&me.node)
