@@ -6,7 +6,8 @@
 //! [`unwind::migration_frames`] unwinds a source [`ThreadSnapshot`] to the frames suspended at
 //! call sites; [`translate`] rebuilds them frame by frame on the destination's stack, placed
 //! per [`StackPlacement`]. [`check_pair`] finds what cannot be translated before anything
-//! runs (for `popcorn build`); [`frame_values`] gives the ISA-neutral view of a snapshot's
+//! runs, and [`typecheck`] refuses state whose representation differs between the ISAs
+//! (`popcorn build` runs it); [`frame_values`] gives the ISA-neutral view of a snapshot's
 //! variables. Conventions shared with the C runtime are in [`conventions`]. See
 //! `docs/CROSS_ISA.md`.
 //!
@@ -34,6 +35,7 @@ pub mod pointers;
 pub mod regs;
 pub mod snapshot;
 pub mod translate;
+pub mod typecheck;
 pub mod unwind;
 pub mod values;
 

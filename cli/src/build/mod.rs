@@ -12,7 +12,6 @@
 pub mod asm;
 pub mod callsites;
 pub mod checker;
-pub mod dwarfcheck;
 pub mod layout;
 pub mod metadata;
 pub mod runtime;
@@ -390,9 +389,10 @@ fn build(
     let suspendable = |f: &str| {
         args.check_all_calls || (reach.contains(f) && !runtime::MIGRATION_ROOTS.contains(&f))
     };
-    let (warnings, problems): (Vec<_>, Vec<_>) = dwarfcheck::check(&x86_exe, &suspendable)?
-        .into_iter()
-        .partition(|p| p.is_warning());
+    let (warnings, problems): (Vec<_>, Vec<_>) =
+        popcorn_isa::typecheck::check(&x86_exe, &suspendable)?
+            .into_iter()
+            .partition(|p| p.is_warning());
     for w in &warnings {
         eprintln!("{w}");
     }

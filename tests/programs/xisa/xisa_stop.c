@@ -1,8 +1,9 @@
 /* popcorn build test program for the migration stop. Without arguments:
  * three rounds, each printing a line and passing a migration point (an
  * agent or debugger sets __popcorn_migrate_request to stop it there).
- * With "self": asks for a migration itself, as if an agent were watching;
- * untraced, the breakpoint then kills it with SIGTRAP. */
+ * With "self": calls migrate() without an agent (returns at once), then
+ * sets the request as an agent would; untraced, the breakpoint at the next
+ * migration point kills it with SIGTRAP. */
 #include <stdio.h>
 #include <string.h>
 
@@ -16,9 +17,9 @@ int main(int argc, char **argv)
 	if (argc > 1 && strcmp(argv[1], "self") == 0) {
 		migrate(1); /* no agent: returns at once */
 		printf("no agent: still here\n");
-		__popcorn_agent_present = 1;
 		printf("before the stop\n"); /* stdout is a pipe: buffered until the stop */
-		migrate(1);
+		__popcorn_migrate_request = 1;
+		popcorn_migrate_point();
 		printf("not reached\n");
 		return 0;
 	}

@@ -1,4 +1,5 @@
-//! Type checks on the DWARF of the linked x86_64 executable: state whose
+//! Type checks on the DWARF of a linked executable (for `popcorn build`,
+//! which runs them on the x86_64 one): state whose
 //! representation differs between the ISAs (`long double`: x87 80-bit on
 //! x86_64, IEEE binary128 on aarch64; `va_list`) or that lives in stack slots
 //! DWARF does not describe (structs over 16 bytes passed or returned by
