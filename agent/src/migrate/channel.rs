@@ -6,8 +6,8 @@
 
 use crate::peers::Peers;
 use popcorn_proto::wire::{
-    decode_frame, decode_frame_ref, encode_frame, page_data_header, FrameRef, PeerMessage,
-    MAX_PAGE_DATA, PAGE_DATA_HEADER, PAGE_SIZE,
+    decode_frame, decode_frame_ref, encode_frame, frame_len, page_data_header, FrameRef,
+    PeerMessage, WireError, MAX_PAGE_DATA, PAGE_DATA_HEADER, PAGE_SIZE,
 };
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{self, BufRead, Read, Write};
@@ -27,9 +27,21 @@ pub struct PageChannel {
     sock: TcpStream,
     /// Bytes read from the socket, before decryption.
     raw: Vec<u8>,
-    /// Decrypted bytes; frames before `consumed` were handed out.
-    inbuf: Vec<u8>,
-    consumed: usize,
+    /// Decrypted bytes cut into frames.
+    frames: Splitter,
+}
+
+/// A frame from the origin. Page data comes in its own buffer, taken from
+/// the channel's pool (give it back with [`PageChannel::recycle`]), so it
+/// can be handed to another thread without a copy.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    PageData {
+        req_id: u64,
+        addr: u64,
+        data: Vec<u8>,
+    },
+    Other(PeerMessage),
 }
 
 impl PageChannel {
@@ -47,8 +59,7 @@ impl PageChannel {
             conn,
             sock,
             raw: vec![0; RAW_READ],
-            inbuf: Vec::new(),
-            consumed: 0,
+            frames: Splitter::default(),
         };
         while ch.conn.is_handshaking() {
             ch.conn
@@ -81,10 +92,15 @@ impl PageChannel {
         Ok(())
     }
 
+    /// A page buffer back for reuse (its pages are already faulted in).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.frames.recycle(buf);
+    }
+
     /// Reads what the socket has (call when it is readable) and hands each
-    /// complete frame to `on_frame`, page data borrowed from the receive
-    /// buffer. An error means the channel is gone.
-    pub fn receive(&mut self, mut on_frame: impl FnMut(FrameRef<'_>)) -> io::Result<()> {
+    /// complete frame to `on_frame` as soon as it is decrypted. An error
+    /// means the channel is gone.
+    pub fn receive(&mut self, mut on_frame: impl FnMut(Reply)) -> io::Result<()> {
         loop {
             // One big read per syscall: rustls reads at most 4 KiB at a time,
             // so it is fed from this buffer instead of the socket.
@@ -96,7 +112,7 @@ impl PageChannel {
                     ))
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
@@ -106,28 +122,23 @@ impl PageChannel {
                 self.conn
                     .process_new_packets()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                drain_plaintext(self.conn.reader(), &mut self.inbuf)?;
+                let mut r = self.conn.reader();
+                loop {
+                    let used = match r.fill_buf() {
+                        Ok([]) => break,
+                        Ok(chunk) => {
+                            self.frames
+                                .push(chunk, &mut on_frame)
+                                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                            chunk.len()
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    };
+                    r.consume(used);
+                }
             }
         }
-        let mut at = self.consumed;
-        while let Some((frame, n)) = decode_frame_ref(&self.inbuf[at..])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        {
-            on_frame(frame);
-            at += n;
-        }
-        // Compact only once most of the buffer is consumed: moving a large
-        // partial frame to the front after every reply would copy it again.
-        if at == self.inbuf.len() {
-            self.inbuf.clear();
-            self.consumed = 0;
-        } else if at > self.inbuf.len() / 2 {
-            self.inbuf.drain(..at);
-            self.consumed = 0;
-        } else {
-            self.consumed = at;
-        }
-        Ok(())
     }
 }
 
@@ -137,19 +148,138 @@ impl AsFd for PageChannel {
     }
 }
 
-/// Moves every decrypted byte into `buf`, straight from rustls's buffer.
-fn drain_plaintext(mut r: impl BufRead, buf: &mut Vec<u8>) -> io::Result<()> {
-    loop {
-        let n = match r.fill_buf() {
-            Ok([]) => return Ok(()),
-            Ok(chunk) => {
-                buf.extend_from_slice(chunk);
-                chunk.len()
+/// Buffers kept for reuse: a fresh buffer costs a page fault per page.
+const POOL: usize = 8;
+
+/// Cuts a decrypted byte stream into frames. A `PageData` payload is copied
+/// once, straight into a buffer of its own; other frames are gathered in a
+/// small header buffer and decoded there.
+#[derive(Default)]
+struct Splitter {
+    /// The start of the current frame (whole, unless it is page data).
+    head: Vec<u8>,
+    /// The payload being filled: `(req_id, addr, bytes wanted, data)`.
+    body: Option<(u64, u64, usize, Vec<u8>)>,
+    pool: Vec<Vec<u8>>,
+}
+
+impl Splitter {
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < POOL && buf.capacity() > 0 {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        // The largest buffer: pool buffers all grow to the largest request.
+        match self
+            .pool
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i)
+        {
+            Some(i) => {
+                let mut b = self.pool.swap_remove(i);
+                b.reserve(len);
+                b
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        r.consume(n);
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    /// Takes all of `bytes`, handing every frame it completes to `on_frame`.
+    fn push(
+        &mut self,
+        mut bytes: &[u8],
+        on_frame: &mut impl FnMut(Reply),
+    ) -> Result<(), WireError> {
+        loop {
+            if let Some((_, _, want, data)) = &mut self.body {
+                let take = (*want - data.len()).min(bytes.len());
+                data.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if data.len() < *want {
+                    return Ok(());
+                }
+                if let Some((req_id, addr, _, data)) = self.body.take() {
+                    on_frame(Reply::PageData { req_id, addr, data });
+                }
+                continue;
+            }
+            let Some(need) = self.step(on_frame)? else {
+                continue;
+            };
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            let take = (need - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+    }
+
+    /// Acts on the gathered head: `Some(n)` while it needs `n` bytes in all
+    /// to go on, `None` once it became a frame or the start of a payload.
+    fn step(&mut self, on_frame: &mut impl FnMut(Reply)) -> Result<Option<usize>, WireError> {
+        let h = &self.head;
+        if h.len() < 4 {
+            return Ok(Some(4));
+        }
+        let total = frame_len([h[0], h[1], h[2], h[3]])?;
+        let first = PAGE_DATA_HEADER.min(total);
+        if h.len() < first {
+            return Ok(Some(first));
+        }
+        if let Some((req_id, addr, n)) = page_data_start(h, total)? {
+            self.head.clear();
+            let data = self.buffer(n);
+            if n == 0 {
+                on_frame(Reply::PageData { req_id, addr, data });
+            } else {
+                self.body = Some((req_id, addr, n, data));
+            }
+            return Ok(None);
+        }
+        if h.len() < total {
+            return Ok(Some(total));
+        }
+        match decode_frame_ref(h)? {
+            Some((FrameRef::PageData { req_id, addr, data }, _)) => on_frame(Reply::PageData {
+                req_id,
+                addr,
+                data: data.to_vec(),
+            }),
+            Some((FrameRef::Other(m), _)) => on_frame(Reply::Other(m)),
+            None => return Err(WireError::Truncated),
+        }
+        self.head.clear();
+        Ok(None)
+    }
+}
+
+/// `(req_id, addr, payload bytes)` if `head` (at least [`PAGE_DATA_HEADER`]
+/// bytes of a `total`-byte frame) starts a `PageData` frame of this wire
+/// version; anything else is left to the full decoder.
+fn page_data_start(head: &[u8], total: usize) -> Result<Option<(u64, u64, usize)>, WireError> {
+    let ours = page_data_header(0, 0, 0);
+    if head.len() < PAGE_DATA_HEADER || head[4..6] != ours[4..6] {
+        return Ok(None);
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let n = u32::from_be_bytes([head[22], head[23], head[24], head[25]]) as usize;
+    if !n.is_multiple_of(PAGE_SIZE) || n > MAX_PAGE_DATA {
+        return Err(WireError::PageData(n));
+    }
+    match total.cmp(&(PAGE_DATA_HEADER + n)) {
+        std::cmp::Ordering::Less => Err(WireError::Truncated),
+        std::cmp::Ordering::Greater => Err(WireError::Trailing(total - PAGE_DATA_HEADER - n)),
+        std::cmp::Ordering::Equal => Ok(Some((word(6), word(14), n))),
     }
 }
 
@@ -179,6 +309,9 @@ pub fn serve(
     // Pages are read into one reused buffer and written straight from it.
     let mut pages_buf = Vec::new();
     let traffic = peers.traffic.of(pid);
+    // Where the server's time goes: reading the frozen process, sending
+    // (encrypting, writing the socket), waiting for requests.
+    let (mut reading, mut sending, mut waiting) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let end = loop {
         let mut at = 0;
         let mut written = Ok(());
@@ -196,11 +329,14 @@ pub fn serve(
                         debug!(peer, "unexpected frame on a page channel: {msg:?}");
                         continue;
                     };
+                    let t = std::time::Instant::now();
                     let read = if p == pid {
                         read_pages(peers, peer, pid, addr, pages, &mut pages_buf)
                     } else {
                         Err(format!("this channel serves process {pid}, not {p}"))
                     };
+                    let t2 = std::time::Instant::now();
+                    reading += t2 - t;
                     written = match read {
                         Ok(len) => {
                             traffic
@@ -215,6 +351,7 @@ pub fn serve(
                         Err(message) => stream
                             .write_all(&encode_frame(&PeerMessage::PageError { req_id, message })),
                     };
+                    sending += t2.elapsed();
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -229,15 +366,25 @@ pub fn serve(
         if let Err(e) = written.and_then(|()| stream.flush()) {
             break e;
         }
+        let t = std::time::Instant::now();
         spin_until_readable(&mut stream);
-        match stream.read(&mut chunk) {
+        let got = stream.read(&mut chunk);
+        waiting += t.elapsed();
+        match got {
             Ok(0) => break io::Error::new(io::ErrorKind::UnexpectedEof, "closed"),
             Ok(n) => pending.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => break e,
         }
     };
-    info!(peer, pid, "page channel closed: {end}");
+    info!(
+        peer,
+        pid,
+        reading_ms = reading.as_millis() as u64,
+        sending_ms = sending.as_millis() as u64,
+        waiting_ms = waiting.as_millis() as u64,
+        "page channel closed: {end}"
+    );
 }
 
 /// How long the page server busy-polls for the next request before it
@@ -292,5 +439,85 @@ fn read_pages(
         Err(e) => Err(format!(
             "process {pid}: reading {len} bytes at {addr:#x}: {e}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pages(req_id: u64, addr: u64, n: usize) -> (Vec<u8>, Reply) {
+        let data: Vec<u8> = (0..n * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
+        let mut frame = page_data_header(req_id, addr, data.len()).to_vec();
+        frame.extend_from_slice(&data);
+        (frame, Reply::PageData { req_id, addr, data })
+    }
+
+    /// The frames of `stream` fed in pieces of `cut` bytes.
+    fn split(stream: &[u8], cut: usize) -> Result<Vec<Reply>, WireError> {
+        let mut s = Splitter::default();
+        let mut out = Vec::new();
+        for piece in stream.chunks(cut) {
+            s.push(piece, &mut |r| out.push(r))?;
+        }
+        assert!(s.head.is_empty() && s.body.is_none(), "nothing left over");
+        Ok(out)
+    }
+
+    #[test]
+    fn frames_come_out_whole_however_the_stream_is_cut() {
+        let (f1, r1) = pages(1, 0x1000, 3);
+        let err = PeerMessage::PageError {
+            req_id: 2,
+            message: "x".into(),
+        };
+        let f2 = encode_frame(&err);
+        let (f3, r3) = pages(3, 0x8000, 0);
+        let long = PeerMessage::PageError {
+            req_id: 4,
+            message: "a longer message than a page-data header".into(),
+        };
+        let f4 = encode_frame(&long);
+        let (f5, r5) = pages(5, 0x9000, 1);
+        let stream = [f1, f2, f3, f4, f5].concat();
+        for cut in [1, 3, 4, 7, 26, 27, 4096, 5000, stream.len()] {
+            let got = split(&stream, cut).unwrap();
+            let want = [
+                &r1,
+                &Reply::Other(err.clone()),
+                &r3,
+                &Reply::Other(long.clone()),
+                &r5,
+            ];
+            assert_eq!(got.iter().collect::<Vec<_>>(), want, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn bad_page_data_is_an_error() {
+        let mut h = page_data_header(1, 0x1000, PAGE_SIZE);
+        h[25] = 1; // not whole pages
+        assert!(matches!(split(&h, 100), Err(WireError::PageData(_))));
+        let mut h = page_data_header(1, 0x1000, PAGE_SIZE).to_vec();
+        h[3] += 4; // frame longer than its data
+        assert!(matches!(split(&h, 100), Err(WireError::Trailing(4))));
+    }
+
+    #[test]
+    fn buffers_are_reused() {
+        let mut s = Splitter::default();
+        let (f, _) = pages(1, 0x1000, 2);
+        let mut got = Vec::new();
+        s.push(&f, &mut |r| got.push(r)).unwrap();
+        let Some(Reply::PageData { data, .. }) = got.pop() else {
+            panic!("no page data");
+        };
+        let at = data.as_ptr();
+        s.recycle(data);
+        s.push(&f, &mut |r| got.push(r)).unwrap();
+        let Some(Reply::PageData { data, .. }) = got.pop() else {
+            panic!("no page data");
+        };
+        assert_eq!(data.as_ptr(), at);
     }
 }
