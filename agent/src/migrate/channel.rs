@@ -18,6 +18,8 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Encrypted bytes the origin's server queues before writing the socket.
+const SEND_BUFFER: usize = 1 << 20;
 /// Bytes read from the socket per syscall.
 const RAW_READ: usize = 256 << 10;
 
@@ -97,9 +99,11 @@ impl PageChannel {
         self.frames.recycle(buf);
     }
 
-    /// Reads what the socket has (call when it is readable) and hands each
-    /// complete frame to `on_frame` as soon as it is decrypted. An error
-    /// means the channel is gone.
+    /// Reads what the socket has, up to one buffer (call when it is
+    /// readable; the caller polls again, so faults and new requests are
+    /// not held up behind a long stream), and hands each complete frame to
+    /// `on_frame` as soon as it is decrypted. An error means the channel is
+    /// gone.
     pub fn receive(&mut self, mut on_frame: impl FnMut(Reply)) -> io::Result<()> {
         loop {
             // One big read per syscall: rustls reads at most 4 KiB at a time,
@@ -138,6 +142,7 @@ impl PageChannel {
                     r.consume(used);
                 }
             }
+            return Ok(());
         }
     }
 }
@@ -149,7 +154,7 @@ impl AsFd for PageChannel {
 }
 
 /// Buffers kept for reuse: a fresh buffer costs a page fault per page.
-const POOL: usize = 8;
+const POOL: usize = 10;
 
 /// Cuts a decrypted byte stream into frames. A `PageData` payload is copied
 /// once, straight into a buffer of its own; other frames are gathered in a
@@ -305,6 +310,9 @@ pub fn serve(
     mut pending: Vec<u8>,
 ) {
     info!(peer, pid, "page channel open");
+    // Encrypt a whole reply per write: one syscall and large segments per
+    // megabyte instead of one per 64 KiB (rustls's default).
+    stream.conn.set_buffer_limit(Some(SEND_BUFFER));
     let mut chunk = vec![0u8; 64 * 1024];
     // Pages are read into one reused buffer and written straight from it.
     let mut pages_buf = Vec::new();
@@ -312,6 +320,10 @@ pub fn serve(
     // Where the server's time goes: reading the frozen process, sending
     // (encrypting, writing the socket), waiting for requests.
     let (mut reading, mut sending, mut waiting) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    // Spin for the next request only after a fault-sized one: background
+    // batches come back to back anyway, and a spinning CPU is one the
+    // destination's pager cannot use (both may share a machine).
+    let mut spin = true;
     let end = loop {
         let mut at = 0;
         let mut written = Ok(());
@@ -329,6 +341,7 @@ pub fn serve(
                         debug!(peer, "unexpected frame on a page channel: {msg:?}");
                         continue;
                     };
+                    spin = pages <= FAULT_SIZED;
                     let t = std::time::Instant::now();
                     let read = if p == pid {
                         read_pages(peers, peer, pid, addr, pages, &mut pages_buf)
@@ -367,7 +380,9 @@ pub fn serve(
             break e;
         }
         let t = std::time::Instant::now();
-        spin_until_readable(&mut stream);
+        if spin {
+            spin_until_readable(&mut stream);
+        }
         let got = stream.read(&mut chunk);
         waiting += t.elapsed();
         match got {
@@ -391,6 +406,9 @@ pub fn serve(
 /// sleeps in `read`: faults come in bursts, and a sleeping CPU takes tens
 /// of microseconds to wake in a VM.
 const SPIN: Duration = Duration::from_micros(200);
+/// Requests of at most this many pages are faults (the pager's background
+/// batches are larger).
+const FAULT_SIZED: u32 = 8;
 
 fn spin_until_readable(stream: &mut StreamOwned<ServerConnection, TcpStream>) {
     let buffered = match stream.conn.process_new_packets() {

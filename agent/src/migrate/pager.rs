@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Background requests in flight at once.
-const PUSH_IN_FLIGHT: usize = 3;
+const PUSH_IN_FLIGHT: usize = 4;
 /// Background batches received but not installed yet, at most.
-const INSTALL_QUEUE: usize = 3;
+const INSTALL_QUEUE: usize = 4;
 /// Bytes per `UFFDIO_COPY` of the installer: the pager, which must read the
 /// uffd's events before a fault can be served, waits at most one chunk
 /// (tens of microseconds).
@@ -842,17 +842,28 @@ impl Pager {
         if !self.map_known && since.elapsed() < MAP_WAIT {
             return;
         }
-        let pushing = self.inflight.values().filter(|(_, p)| *p).count();
-        let installs = self.installer.as_ref().map_or(0, |i| i.pending.len());
-        if !self.spec.background_push
-            || pushing >= PUSH_IN_FLIGHT
-            || installs >= INSTALL_QUEUE
-            || self.failing_since.is_some()
-        {
+        if !self.spec.background_push {
             return;
         }
-        for r in self.pc.next_push_batch() {
-            self.request(r, true);
+        // Fill the pipeline: several requests in flight, a few batches
+        // waiting for the installer.
+        loop {
+            let pushing = self.inflight.values().filter(|(_, p)| *p).count();
+            let installs = self.installer.as_ref().map_or(0, |i| i.pending.len());
+            if pushing >= PUSH_IN_FLIGHT
+                || installs >= INSTALL_QUEUE
+                || self.failing_since.is_some()
+                || self.channel.is_none()
+            {
+                return;
+            }
+            let batch = self.pc.next_push_batch();
+            if batch.is_empty() {
+                return;
+            }
+            for r in batch {
+                self.request(r, true);
+            }
         }
     }
 
