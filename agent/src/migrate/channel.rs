@@ -18,8 +18,6 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Encrypted bytes the origin's server queues before writing the socket.
-const SEND_BUFFER: usize = 1 << 20;
 /// Bytes read from the socket per syscall.
 const RAW_READ: usize = 256 << 10;
 
@@ -33,15 +31,25 @@ pub struct PageChannel {
     frames: Splitter,
 }
 
-/// A frame from the origin. Page data comes in its own buffer, taken from
-/// the channel's pool (give it back with [`PageChannel::recycle`]), so it
-/// can be handed to another thread without a copy.
+/// What the origin sent, as it is decrypted. A `PageData` frame comes in
+/// pieces of whole pages, borrowed from the decrypted record (the origin
+/// puts four pages in each record, so nothing is copied): its start, each
+/// piece, its end.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Reply {
-    PageData {
+pub enum Reply<'a> {
+    PagesStart {
         req_id: u64,
         addr: u64,
-        data: Vec<u8>,
+        len: usize,
+    },
+    Pages {
+        req_id: u64,
+        /// Bytes into the frame's data (whole pages).
+        offset: usize,
+        data: &'a [u8],
+    },
+    PagesEnd {
+        req_id: u64,
     },
     Other(PeerMessage),
 }
@@ -94,17 +102,12 @@ impl PageChannel {
         Ok(())
     }
 
-    /// A page buffer back for reuse (its pages are already faulted in).
-    pub fn recycle(&mut self, buf: Vec<u8>) {
-        self.frames.recycle(buf);
-    }
-
     /// Reads what the socket has, up to one buffer (call when it is
     /// readable; the caller polls again, so faults and new requests are
     /// not held up behind a long stream), and hands each complete frame to
     /// `on_frame` as soon as it is decrypted. An error means the channel is
     /// gone.
-    pub fn receive(&mut self, mut on_frame: impl FnMut(Reply)) -> io::Result<()> {
+    pub fn receive(&mut self, mut on_frame: impl FnMut(Reply<'_>)) -> io::Result<()> {
         loop {
             // One big read per syscall: rustls reads at most 4 KiB at a time,
             // so it is fed from this buffer instead of the socket.
@@ -153,63 +156,74 @@ impl AsFd for PageChannel {
     }
 }
 
-/// Buffers kept for reuse: a fresh buffer costs a page fault per page.
-const POOL: usize = 10;
-
-/// Cuts a decrypted byte stream into frames. A `PageData` payload is copied
-/// once, straight into a buffer of its own; other frames are gathered in a
-/// small header buffer and decoded there.
+/// Cuts a decrypted byte stream into frames. `PageData` payloads are handed
+/// on in place, a page that straddles two records being gathered in a
+/// bounce page; other frames are gathered in a small head buffer and
+/// decoded there.
 #[derive(Default)]
 struct Splitter {
     /// The start of the current frame (whole, unless it is page data).
     head: Vec<u8>,
-    /// The payload being filled: `(req_id, addr, bytes wanted, data)`.
-    body: Option<(u64, u64, usize, Vec<u8>)>,
-    pool: Vec<Vec<u8>>,
+    /// The page data being received.
+    body: Option<Body>,
+}
+
+struct Body {
+    req_id: u64,
+    len: usize,
+    /// Bytes received so far.
+    filled: usize,
+    /// The received part of a page split between records.
+    bounce: Vec<u8>,
 }
 
 impl Splitter {
-    fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.pool.len() < POOL && buf.capacity() > 0 {
-            buf.clear();
-            self.pool.push(buf);
-        }
-    }
-
-    fn buffer(&mut self, len: usize) -> Vec<u8> {
-        // The largest buffer: pool buffers all grow to the largest request.
-        match self
-            .pool
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i)
-        {
-            Some(i) => {
-                let mut b = self.pool.swap_remove(i);
-                b.reserve(len);
-                b
-            }
-            None => Vec::with_capacity(len),
-        }
-    }
-
-    /// Takes all of `bytes`, handing every frame it completes to `on_frame`.
+    /// Takes all of `bytes`, handing every frame (or piece of page data)
+    /// it completes to `on_frame`.
     fn push(
         &mut self,
         mut bytes: &[u8],
-        on_frame: &mut impl FnMut(Reply),
+        on_frame: &mut impl FnMut(Reply<'_>),
     ) -> Result<(), WireError> {
         loop {
-            if let Some((_, _, want, data)) = &mut self.body {
-                let take = (*want - data.len()).min(bytes.len());
-                data.extend_from_slice(&bytes[..take]);
-                bytes = &bytes[take..];
-                if data.len() < *want {
+            if let Some(b) = &mut self.body {
+                let left = b.len - b.filled;
+                if left > 0 && bytes.is_empty() {
                     return Ok(());
                 }
-                if let Some((req_id, addr, _, data)) = self.body.take() {
-                    on_frame(Reply::PageData { req_id, addr, data });
+                if !b.bounce.is_empty() {
+                    let take = (PAGE_SIZE - b.bounce.len()).min(bytes.len());
+                    b.bounce.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    b.filled += take;
+                    if b.bounce.len() == PAGE_SIZE {
+                        on_frame(Reply::Pages {
+                            req_id: b.req_id,
+                            offset: b.filled - PAGE_SIZE,
+                            data: &b.bounce,
+                        });
+                        b.bounce.clear();
+                    }
+                } else if left > 0 {
+                    let n = left.min(bytes.len());
+                    let whole = n - n % PAGE_SIZE;
+                    if whole > 0 {
+                        on_frame(Reply::Pages {
+                            req_id: b.req_id,
+                            offset: b.filled,
+                            data: &bytes[..whole],
+                        });
+                        b.filled += whole;
+                        bytes = &bytes[whole..];
+                    } else {
+                        b.bounce.extend_from_slice(&bytes[..n]);
+                        b.filled += n;
+                        bytes = &bytes[n..];
+                    }
+                }
+                if b.filled == b.len && b.bounce.is_empty() {
+                    on_frame(Reply::PagesEnd { req_id: b.req_id });
+                    self.body = None;
                 }
                 continue;
             }
@@ -227,7 +241,7 @@ impl Splitter {
 
     /// Acts on the gathered head: `Some(n)` while it needs `n` bytes in all
     /// to go on, `None` once it became a frame or the start of a payload.
-    fn step(&mut self, on_frame: &mut impl FnMut(Reply)) -> Result<Option<usize>, WireError> {
+    fn step(&mut self, on_frame: &mut impl FnMut(Reply<'_>)) -> Result<Option<usize>, WireError> {
         let h = &self.head;
         if h.len() < 4 {
             return Ok(Some(4));
@@ -237,25 +251,38 @@ impl Splitter {
         if h.len() < first {
             return Ok(Some(first));
         }
-        if let Some((req_id, addr, n)) = page_data_start(h, total)? {
+        if let Some((req_id, addr, len)) = page_data_start(h, total)? {
             self.head.clear();
-            let data = self.buffer(n);
-            if n == 0 {
-                on_frame(Reply::PageData { req_id, addr, data });
-            } else {
-                self.body = Some((req_id, addr, n, data));
-            }
+            on_frame(Reply::PagesStart { req_id, addr, len });
+            self.body = Some(Body {
+                req_id,
+                len,
+                filled: 0,
+                bounce: Vec::new(),
+            });
             return Ok(None);
         }
         if h.len() < total {
             return Ok(Some(total));
         }
         match decode_frame_ref(h)? {
-            Some((FrameRef::PageData { req_id, addr, data }, _)) => on_frame(Reply::PageData {
-                req_id,
-                addr,
-                data: data.to_vec(),
-            }),
+            // A page-data frame of another shape (not reached: the version
+            // byte is checked first, and decoding rejects other versions).
+            Some((FrameRef::PageData { req_id, addr, data }, _)) => {
+                on_frame(Reply::PagesStart {
+                    req_id,
+                    addr,
+                    len: data.len(),
+                });
+                if !data.is_empty() {
+                    on_frame(Reply::Pages {
+                        req_id,
+                        offset: 0,
+                        data,
+                    });
+                }
+                on_frame(Reply::PagesEnd { req_id });
+            }
             Some((FrameRef::Other(m), _)) => on_frame(Reply::Other(m)),
             None => return Err(WireError::Truncated),
         }
@@ -310,9 +337,9 @@ pub fn serve(
     mut pending: Vec<u8>,
 ) {
     info!(peer, pid, "page channel open");
-    // Encrypt a whole reply per write: one syscall and large segments per
-    // megabyte instead of one per 64 KiB (rustls's default).
-    stream.conn.set_buffer_limit(Some(SEND_BUFFER));
+    // A whole reply is encrypted per write (no 64 KiB limit): its records
+    // then hold exactly four pages each, and the socket gets large writes.
+    stream.conn.set_buffer_limit(None);
     let mut chunk = vec![0u8; 64 * 1024];
     // Pages are read into one reused buffer and written straight from it.
     let mut pages_buf = Vec::new();
@@ -355,11 +382,24 @@ pub fn serve(
                             traffic
                                 .pages_out
                                 .fetch_add(u64::from(pages), Ordering::Relaxed);
-                            // Header and pages leave in one write: one TLS
-                            // record and one TCP segment for a single page.
                             pages_buf[..PAGE_DATA_HEADER]
                                 .copy_from_slice(&page_data_header(req_id, addr, len));
-                            stream.write_all(&pages_buf[..PAGE_DATA_HEADER + len])
+                            if pages <= 1 {
+                                // A fault's page leaves with its header: one
+                                // TLS record, one TCP segment.
+                                stream.write_all(&pages_buf[..PAGE_DATA_HEADER + len])
+                            } else {
+                                // The header in a record of its own, so each
+                                // following record is four whole pages that
+                                // the pager installs in place.
+                                stream
+                                    .write_all(&pages_buf[..PAGE_DATA_HEADER])
+                                    .and_then(|()| {
+                                        stream.write_all(
+                                            &pages_buf[PAGE_DATA_HEADER..PAGE_DATA_HEADER + len],
+                                        )
+                                    })
+                            }
                         }
                         Err(message) => stream
                             .write_all(&encode_frame(&PeerMessage::PageError { req_id, message })),
@@ -464,19 +504,54 @@ fn read_pages(
 mod tests {
     use super::*;
 
-    fn pages(req_id: u64, addr: u64, n: usize) -> (Vec<u8>, Reply) {
+    /// What the splitter hands on, page data reassembled.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Got {
+        Pages {
+            req_id: u64,
+            addr: u64,
+            data: Vec<u8>,
+        },
+        Other(PeerMessage),
+    }
+
+    fn pages(req_id: u64, addr: u64, n: usize) -> (Vec<u8>, Got) {
         let data: Vec<u8> = (0..n * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
         let mut frame = page_data_header(req_id, addr, data.len()).to_vec();
         frame.extend_from_slice(&data);
-        (frame, Reply::PageData { req_id, addr, data })
+        (frame, Got::Pages { req_id, addr, data })
     }
 
-    /// The frames of `stream` fed in pieces of `cut` bytes.
-    fn split(stream: &[u8], cut: usize) -> Result<Vec<Reply>, WireError> {
+    /// The frames of `stream` fed in pieces of `cut` bytes; also checks
+    /// that every piece of page data is whole, aligned pages, in order.
+    fn split(stream: &[u8], cut: usize) -> Result<Vec<Got>, WireError> {
         let mut s = Splitter::default();
         let mut out = Vec::new();
+        let mut current: Option<(u64, u64, Vec<u8>)> = None;
         for piece in stream.chunks(cut) {
-            s.push(piece, &mut |r| out.push(r))?;
+            s.push(piece, &mut |r| match r {
+                Reply::PagesStart { req_id, addr, len } => {
+                    assert!(current.is_none());
+                    current = Some((req_id, addr, Vec::with_capacity(len)));
+                }
+                Reply::Pages {
+                    req_id,
+                    offset,
+                    data,
+                } => {
+                    let (id, _, buf) = current.as_mut().expect("started");
+                    assert_eq!(*id, req_id);
+                    assert_eq!(offset, buf.len(), "in order");
+                    assert!(!data.is_empty() && data.len() % PAGE_SIZE == 0);
+                    buf.extend_from_slice(data);
+                }
+                Reply::PagesEnd { req_id } => {
+                    let (id, addr, data) = current.take().expect("started");
+                    assert_eq!(id, req_id);
+                    out.push(Got::Pages { req_id, addr, data });
+                }
+                Reply::Other(m) => out.push(Got::Other(m)),
+            })?;
         }
         assert!(s.head.is_empty() && s.body.is_none(), "nothing left over");
         Ok(out)
@@ -501,14 +576,36 @@ mod tests {
         for cut in [1, 3, 4, 7, 26, 27, 4096, 5000, stream.len()] {
             let got = split(&stream, cut).unwrap();
             let want = [
-                &r1,
-                &Reply::Other(err.clone()),
-                &r3,
-                &Reply::Other(long.clone()),
-                &r5,
+                r1.clone(),
+                Got::Other(err.clone()),
+                r3.clone(),
+                Got::Other(long.clone()),
+                r5.clone(),
             ];
-            assert_eq!(got.iter().collect::<Vec<_>>(), want, "cut {cut}");
+            assert_eq!(got, want, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn records_of_whole_pages_are_handed_on_in_place() {
+        // As the origin sends a batch: the header, then records of 4 pages.
+        let (frame, _) = pages(7, 0x10000, 8);
+        let mut s = Splitter::default();
+        let mut pieces = Vec::new();
+        let mut feed = |bytes: &[u8]| {
+            s.push(bytes, &mut |r| {
+                if let Reply::Pages { offset, data, .. } = r {
+                    pieces.push((offset, data.as_ptr() as usize - bytes.as_ptr() as usize));
+                }
+            })
+            .unwrap()
+        };
+        feed(&frame[..PAGE_DATA_HEADER]);
+        for rec in frame[PAGE_DATA_HEADER..].chunks(4 * PAGE_SIZE) {
+            feed(rec);
+        }
+        // Each piece is a whole record, at its start: no bounce.
+        assert_eq!(pieces, [(0, 0), (4 * PAGE_SIZE, 0)]);
     }
 
     #[test]
@@ -519,23 +616,5 @@ mod tests {
         let mut h = page_data_header(1, 0x1000, PAGE_SIZE).to_vec();
         h[3] += 4; // frame longer than its data
         assert!(matches!(split(&h, 100), Err(WireError::Trailing(4))));
-    }
-
-    #[test]
-    fn buffers_are_reused() {
-        let mut s = Splitter::default();
-        let (f, _) = pages(1, 0x1000, 2);
-        let mut got = Vec::new();
-        s.push(&f, &mut |r| got.push(r)).unwrap();
-        let Some(Reply::PageData { data, .. }) = got.pop() else {
-            panic!("no page data");
-        };
-        let at = data.as_ptr();
-        s.recycle(data);
-        s.push(&f, &mut |r| got.push(r)).unwrap();
-        let Some(Reply::PageData { data, .. }) = got.pop() else {
-            panic!("no page data");
-        };
-        assert_eq!(data.as_ptr(), at);
     }
 }

@@ -7,9 +7,9 @@
 //! every page is here the origin is told and the uffd is closed, so the
 //! process no longer depends on the origin.
 //!
-//! Fault replies are installed on the pager thread at once; background
-//! batches go to an installer thread, so the next batch is received while
-//! the previous one is copied in (see [`Installer`]).
+//! Pages are installed as they are decrypted, a TLS record (four pages) at a
+//! time, straight from rustls's buffer while it is still in cache: no copy
+//! into a reply buffer, and a fault never waits behind a whole batch.
 
 use super::channel::{PageChannel, Reply};
 use super::PopulatedVma;
@@ -21,22 +21,15 @@ use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
 use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
 use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Background requests in flight at once.
 const PUSH_IN_FLIGHT: usize = 4;
-/// Background batches received but not installed yet, at most.
-const INSTALL_QUEUE: usize = 4;
-/// Bytes per `UFFDIO_COPY` of the installer: the pager, which must read the
-/// uffd's events before a fault can be served, waits at most one chunk
-/// (tens of microseconds).
-const INSTALL_CHUNK: usize = 128 << 10;
 /// Pages fetched per fault (the faulting one and the next ones).
 const FAULT_WINDOW: u64 = 1;
 /// How long the origin may stay unreachable before the process is given up.
@@ -46,7 +39,8 @@ const SPIN: Duration = Duration::from_micros(200);
 /// How often a broken page channel is reopened.
 const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 
-/// Largest request (4 MiB), well inside one `PageData` frame.
+/// Largest request (4 MiB, background batches are smaller), well inside
+/// one `PageData` frame.
 const MAX_REQUEST_PAGES: u64 = 1024;
 const _: () = assert!(MAX_REQUEST_PAGES * PAGE_SIZE <= MAX_PAGE_DATA as u64);
 
@@ -192,7 +186,7 @@ pub fn start(
             pid: spec.pid,
             origin: spec.origin,
             peers: spec.peers,
-            uffd: Arc::new(spec.uffd),
+            uffd: spec.uffd,
             background_push: spec.background_push,
             forked: false,
         },
@@ -211,8 +205,6 @@ pub fn start(
         stats: handle.stats.clone(),
         failing_since: None,
         installing: Vec::new(),
-        gate: Arc::default(),
-        installer: None,
         busy: Busy::default(),
     };
     spawn(p, format!("pager-{}", spec.pid))?;
@@ -224,8 +216,7 @@ struct PagerConfig {
     pid: i32,
     origin: String,
     peers: Arc<Peers>,
-    /// Shared with the installer thread.
-    uffd: Arc<Uffd>,
+    uffd: Uffd,
     background_push: bool,
     /// The pager of a forked child: `pid` is its parent's (the pages come
     /// from the parent's copy at the origin), so its liveness is unknown.
@@ -266,20 +257,15 @@ struct Pager {
     stats: Arc<ProcessTraffic>,
     failing_since: Option<Instant>,
     /// `(start, end)` of pages that arrived (`Present` in `pc`) but are not
-    /// installed yet by this thread: a fork while they are copied in leaves
-    /// the child without them (the installer's are in its queue).
+    /// installed yet: a fork while they are copied in leaves the child
+    /// without them.
     installing: Vec<(u64, u64)>,
-    /// Held while reading uffd events and by the installer per copy.
-    gate: Arc<Mutex<Gate>>,
-    /// Started with the first background batch.
-    installer: Option<Installer>,
     /// Where the pager's time went, logged when every page has arrived.
     busy: Busy,
 }
 
 /// Time spent polling, receiving (reading, decrypting, framing, including
-/// installing fault replies) and installing fault replies (`UFFDIO_COPY`)
-/// on the pager thread.
+/// installing) and installing pages (`UFFDIO_COPY`).
 #[derive(Default)]
 struct Busy {
     waiting: Duration,
@@ -289,14 +275,8 @@ struct Busy {
 
 impl Pager {
     /// Serves until every page is here, the process is gone, the family is
-    /// stopped, or serving fails; the installer thread has ended on return.
+    /// stopped, or serving fails.
     fn run(&mut self, stop: &AtomicBool) -> End {
-        let end = self.serve(stop);
-        self.installer = None;
-        end
-    }
-
-    fn serve(&mut self, stop: &AtomicBool) -> End {
         let pid = self.spec.pid;
         let started = Instant::now();
         let mut last_active = Instant::now() - SPIN;
@@ -304,28 +284,8 @@ impl Pager {
             if stop.load(Ordering::Relaxed) {
                 return End::Stopped;
             }
-            if let Some(inst) = &mut self.installer {
-                for (id, buf) in inst.finished() {
-                    if let Some(ch) = &mut self.channel {
-                        ch.recycle(buf);
-                    }
-                    let mut g = lock(&self.gate);
-                    if inst.pending.is_empty() {
-                        g.cancelled.clear();
-                    }
-                    drop(g);
-                    debug!(id, "batch installed");
-                }
-            }
-            let installs = self.installer.as_ref().map_or(0, |i| i.pending.len());
-            if self.pc.remaining() == 0 && self.inflight.is_empty() && installs == 0 {
+            if self.pc.remaining() == 0 && self.inflight.is_empty() {
                 let c = self.pc.counts();
-                let (batch_ms, batch_copy_ms) = self.installer.as_ref().map_or((0, 0), |i| {
-                    (
-                        i.busy_ns.load(Ordering::Relaxed) / 1_000_000,
-                        i.copy_ns.load(Ordering::Relaxed) / 1_000_000,
-                    )
-                });
                 info!(
                     pid,
                     ms = started.elapsed().as_millis() as u64,
@@ -338,8 +298,6 @@ impl Pager {
                         .saturating_sub(self.busy.installing)
                         .as_millis() as u64,
                     installing_ms = self.busy.installing.as_millis() as u64,
-                    installer_busy_ms = batch_ms,
-                    installer_copy_ms = batch_copy_ms,
                     "every page has arrived"
                 );
                 return End::Complete;
@@ -352,8 +310,8 @@ impl Pager {
                 }
                 // Busy-poll while a fault waits and for a moment after one: a
                 // sleeping CPU takes tens of microseconds to wake in a VM, per
-                // fault. Not for background batches: the installer and the
-                // origin need the CPU more.
+                // fault. Not for background batches: the origin may need this
+                // CPU (both nodes can share a machine).
                 let wait = if fault_pending || last_active.elapsed() < SPIN {
                     Duration::ZERO
                 } else {
@@ -431,22 +389,21 @@ impl Pager {
         let Some(mut ch) = self.channel.take() else {
             return;
         };
-        let mut spare = Vec::new();
-        let got = ch.receive(|frame| match frame {
-            Reply::PageData { req_id, data, .. } => {
-                if let Some(buf) = self.arrived(req_id, Ok(data)) {
-                    spare.push(buf);
-                }
+        match ch.receive(|frame| match frame {
+            Reply::PagesStart { req_id, len, .. } => self.reply_starts(req_id, len),
+            Reply::Pages {
+                req_id,
+                offset,
+                data,
+            } => self.arrived(req_id, offset, data),
+            Reply::PagesEnd { req_id } => {
+                self.inflight.remove(&req_id);
             }
             Reply::Other(PeerMessage::PageError { req_id, message }) => {
-                self.arrived(req_id, Err(message));
+                self.fetch_failed(req_id, &message)
             }
             Reply::Other(other) => debug!("unexpected frame on a page channel: {other:?}"),
-        });
-        for buf in spare {
-            ch.recycle(buf);
-        }
-        match got {
+        }) {
             Ok(()) => {
                 self.channel = Some(ch);
                 // Faults read while the channel was lent out wait here.
@@ -495,11 +452,6 @@ impl Pager {
     /// Reads every pending uffd event; true if any was a fault.
     fn read_events(&mut self) -> Result<bool, UffdError> {
         let mut faulted = false;
-        // No installer copy runs while events are read: the program's
-        // `madvise`/`munmap` goes on once its event is read, and a copy
-        // after that would put stale data over the zeros it wants.
-        let gate = self.gate.clone();
-        let mut gate = lock(&gate);
         while let Some(ev) = self.spec.uffd.read_event()? {
             match ev {
                 Event::PageFault { addr, .. } => {
@@ -509,12 +461,8 @@ impl Pager {
                 }
                 Event::Remove { start, end } | Event::Unmap { start, end } => {
                     self.pc.on_discard(start, end);
-                    self.cancel_installs(&mut gate, start, end);
                 }
-                Event::Remap { from, to, len } => {
-                    self.cancel_installs(&mut gate, from, from + len);
-                    self.remap(from, to, len)
-                }
+                Event::Remap { from, to, len } => self.remap(from, to, len),
                 Event::Fork { ufd } => {
                     // SAFETY: the event installed this descriptor for us to own.
                     let fd = unsafe { OwnedFd::from_raw_fd(ufd) };
@@ -531,30 +479,6 @@ impl Pager {
         Ok(faulted)
     }
 
-    /// Queued background batches must not fill `[start, end)` any more.
-    fn cancel_installs(&self, gate: &mut Gate, start: u64, end: u64) {
-        let Some(inst) = &self.installer else {
-            return;
-        };
-        if let Some(&(last, _)) = inst.pending.back() {
-            gate.cancelled.push(Cancel {
-                start,
-                end,
-                upto: last,
-            });
-        }
-    }
-
-    /// The page at `addr` is in a batch the installer has not finished: its
-    /// copy will wake whoever waits for it.
-    fn installer_has(&self, addr: u64) -> bool {
-        self.installer.as_ref().is_some_and(|i| {
-            i.pending
-                .iter()
-                .any(|(_, rs)| rs.iter().any(|&(s, e)| s <= addr && addr < e))
-        })
-    }
-
     fn fault(&mut self, addr: u64) {
         let page = addr & !(PAGE_SIZE - 1);
         match self.pc.on_fault(addr) {
@@ -565,9 +489,7 @@ impl Pager {
             }
             Ok(Action::AlreadyInFlight) => {}
             Ok(Action::Present(r)) => {
-                if !self.installer_has(r.start) {
-                    let _ = self.spec.uffd.wake(r.start, r.bytes());
-                }
+                let _ = self.spec.uffd.wake(r.start, r.bytes());
             }
             // Memory the program added after migrating (a grown stack, a
             // moved region's new tail): it starts as zeros.
@@ -594,11 +516,7 @@ impl Pager {
     /// missing in the child too, so still to fetch from the origin.
     fn child_pages(&self) -> Postcopy {
         let mut pc = self.pc.fork_child();
-        let queued = self
-            .installer
-            .iter()
-            .flat_map(|i| i.pending.iter().flat_map(|(_, rs)| rs.iter()));
-        for &(start, end) in self.installing.iter().chain(queued) {
+        for &(start, end) in &self.installing {
             pc.on_discard(start, end);
             if let Err(e) = pc.mark_at_origin(start, end) {
                 debug!(start, end, "child page state: {e}");
@@ -617,7 +535,7 @@ impl Pager {
                 pid: self.spec.pid,
                 origin: self.spec.origin.clone(),
                 peers: self.spec.peers.clone(),
-                uffd: Arc::new(Uffd::adopt_forked(ufd, &self.spec.uffd)),
+                uffd: Uffd::adopt_forked(ufd, &self.spec.uffd),
                 background_push: self.spec.background_push,
                 forked: true,
             },
@@ -637,8 +555,6 @@ impl Pager {
             stats: self.stats.clone(),
             failing_since: None,
             installing: Vec::new(),
-            gate: Arc::default(),
-            installer: None,
             busy: Busy::default(),
         };
         info!(
@@ -683,99 +599,63 @@ impl Pager {
         }
     }
 
-    /// A reply: installs a fault's pages here and hands a background
-    /// batch to the installer. Returns the buffer if it is free again.
-    fn arrived(&mut self, req_id: u64, data: Result<Vec<u8>, String>) -> Option<Vec<u8>> {
-        let Some((range, push)) = self.inflight.remove(&req_id) else {
-            return data.ok();
+    /// A reply for `req_id` starts with `len` bytes of pages.
+    fn reply_starts(&mut self, req_id: u64, len: usize) {
+        let Some(&(range, _)) = self.inflight.get(&req_id) else {
+            return;
         };
-        let data = match data {
-            Ok(d) if d.len() as u64 == range.bytes() => d,
-            Ok(d) => {
-                warn!(
-                    pid = self.spec.pid,
-                    "origin sent {} bytes for {} pages",
-                    d.len(),
-                    range.pages
-                );
-                let _ = self.pc.on_fetch_failed(range);
-                return Some(d);
-            }
-            Err(message) => {
-                warn!(pid = self.spec.pid, origin = %self.spec.origin, "page fetch failed: {message}");
-                self.failing_since.get_or_insert_with(Instant::now);
-                let _ = self.pc.on_fetch_failed(range);
-                return None;
-            }
-        };
+        if len as u64 != range.bytes() {
+            warn!(
+                pid = self.spec.pid,
+                "origin sends {len} bytes for {} pages", range.pages
+            );
+            // Its pages are ignored (no longer in flight).
+            self.inflight.remove(&req_id);
+            let _ = self.pc.on_fetch_failed(range);
+            return;
+        }
         self.failing_since = None;
         self.stats
             .pages_in
             .fetch_add(range.pages, Ordering::Relaxed);
-        let runs = match self.pc.on_pages_arrived(range) {
+    }
+
+    fn fetch_failed(&mut self, req_id: u64, message: &str) {
+        let Some((range, _)) = self.inflight.remove(&req_id) else {
+            return;
+        };
+        warn!(pid = self.spec.pid, origin = %self.spec.origin, "page fetch failed: {message}");
+        self.failing_since.get_or_insert_with(Instant::now);
+        let _ = self.pc.on_fetch_failed(range);
+    }
+
+    /// Whole pages of the reply to `req_id`, `offset` bytes into it, arrived:
+    /// installed now, straight from the decrypted record.
+    fn arrived(&mut self, req_id: u64, offset: usize, data: &[u8]) {
+        let Some(&(range, _)) = self.inflight.get(&req_id) else {
+            return;
+        };
+        let part = PageRange {
+            start: range.start + offset as u64,
+            pages: data.len() as u64 / PAGE_SIZE,
+        };
+        if part.pages == 0 || part.end() > range.end() {
+            return;
+        }
+        let runs = match self.pc.on_pages_arrived(part) {
             Ok(r) => r,
             Err(e) => {
                 debug!("arrival outside the regions: {e}");
-                return Some(data);
+                return;
             }
         };
-        if runs.is_empty() {
-            return Some(data);
-        }
-        if push {
-            match self.queue_install(range.start, runs, data) {
-                Ok(()) => return None,
-                // No installer thread: installed here.
-                Err((runs, data)) => {
-                    self.install_runs(range.start, runs, &data);
-                    return Some(data);
-                }
-            }
-        }
-        self.install_runs(range.start, runs, &data);
-        Some(data)
-    }
-
-    /// Hands a batch to the installer thread (started on first use);
-    /// gives it back if the thread cannot be started.
-    #[allow(clippy::type_complexity)]
-    fn queue_install(
-        &mut self,
-        base: u64,
-        runs: Vec<PageRange>,
-        data: Vec<u8>,
-    ) -> Result<(), (Vec<PageRange>, Vec<u8>)> {
-        if self.installer.is_none() {
-            match Installer::start(
-                self.spec.uffd.clone(),
-                self.gate.clone(),
-                self.wake.clone(),
-                self.spec.pid,
-            ) {
-                Ok(i) => self.installer = Some(i),
-                Err(e) => {
-                    warn!(pid = self.spec.pid, "cannot start an installer thread: {e}");
-                    return Err((runs, data));
-                }
-            }
-        }
-        let Some(inst) = &mut self.installer else {
-            return Err((runs, data));
-        };
-        inst.queue(base, &runs, data).map_err(|data| (runs, data))
-    }
-
-    /// Installs `runs` of a reply starting at `base` on this thread.
-    fn install_runs(&mut self, base: u64, runs: Vec<PageRange>, data: &[u8]) {
         // Installed in order; a fork handled meanwhile (install reads the
         // events when the copy meets a changing map) sees what is left.
-        self.installing = runs
-            .iter()
-            .rev()
-            .map(|r| (r.start, r.start + r.bytes()))
-            .collect();
+        self.installing.clear();
+        self.installing
+            .extend(runs.iter().rev().map(|r| (r.start, r.start + r.bytes())));
         for run in runs {
-            let off = (run.start - base) as usize;
+            let off = (run.start - part.start) as usize;
             let bytes = &data[off..off + run.bytes() as usize];
             self.install(run.start, bytes);
             self.installing.pop();
@@ -845,16 +725,10 @@ impl Pager {
         if !self.spec.background_push {
             return;
         }
-        // Fill the pipeline: several requests in flight, a few batches
-        // waiting for the installer.
+        // Fill the pipeline at once: several requests in flight.
         loop {
             let pushing = self.inflight.values().filter(|(_, p)| *p).count();
-            let installs = self.installer.as_ref().map_or(0, |i| i.pending.len());
-            if pushing >= PUSH_IN_FLIGHT
-                || installs >= INSTALL_QUEUE
-                || self.failing_since.is_some()
-                || self.channel.is_none()
-            {
+            if pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() || self.channel.is_none() {
                 return;
             }
             let batch = self.pc.next_push_batch();
@@ -900,220 +774,6 @@ impl Pager {
     }
 }
 
-/// State shared by a pager and its installer, under one lock: the pager
-/// holds it while reading uffd events, the installer while it copies one
-/// chunk. So an event that changes the map (`madvise(MADV_DONTNEED)`,
-/// `munmap`, `mremap`, fork) is never read while a copy runs, and the
-/// installer sees the pages such an event took back before its next copy.
-#[derive(Default)]
-struct Gate {
-    cancelled: Vec<Cancel>,
-}
-
-/// `[start, end)` must not be filled by batches up to `upto` (ones queued
-/// before the event; later batches were asked for after it).
-#[derive(Debug, Clone, Copy)]
-struct Cancel {
-    start: u64,
-    end: u64,
-    upto: u64,
-}
-
-/// A background batch for the installer: `data` holds the reply, `runs`
-/// the `(address, offset in data, bytes)` to copy in.
-struct Job {
-    id: u64,
-    data: Vec<u8>,
-    runs: Vec<(u64, usize, usize)>,
-}
-
-/// The installer thread of one pager: copies background batches into the
-/// process (`UFFDIO_COPY`) while the pager receives the next one, in
-/// [`INSTALL_CHUNK`]s so a fault never waits behind a whole batch.
-struct Installer {
-    jobs: Option<mpsc::Sender<Job>>,
-    done: mpsc::Receiver<(u64, Vec<u8>)>,
-    /// Batches queued and not finished: `(id, [(start, end)])`, in order.
-    pending: VecDeque<(u64, Vec<(u64, u64)>)>,
-    next_id: u64,
-    quit: Arc<AtomicBool>,
-    /// Time spent on batches, and inside `UFFDIO_COPY`.
-    busy_ns: Arc<AtomicU64>,
-    copy_ns: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Installer {
-    fn start(
-        uffd: Arc<Uffd>,
-        gate: Arc<Mutex<Gate>>,
-        wake: Arc<EventFd>,
-        pid: i32,
-    ) -> std::io::Result<Installer> {
-        let (jobs, rx) = mpsc::channel();
-        let (done_tx, done) = mpsc::channel();
-        let quit = Arc::new(AtomicBool::new(false));
-        let busy_ns = Arc::new(AtomicU64::new(0));
-        let copy_ns = Arc::new(AtomicU64::new(0));
-        let w = Worker {
-            uffd,
-            gate,
-            quit: quit.clone(),
-            busy_ns: busy_ns.clone(),
-            copy_ns: copy_ns.clone(),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("install-{pid}"))
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let t = Instant::now();
-                    let ok = w.install(&job);
-                    w.busy_ns
-                        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    if !ok || done_tx.send((job.id, job.data)).is_err() {
-                        return;
-                    }
-                    wake.wake();
-                }
-            })?;
-        Ok(Installer {
-            jobs: Some(jobs),
-            done,
-            pending: VecDeque::new(),
-            next_id: 1,
-            quit,
-            busy_ns,
-            copy_ns,
-            thread: Some(thread),
-        })
-    }
-
-    /// Queues `runs` of a reply starting at `base`; gives the data back if
-    /// the thread is gone.
-    fn queue(&mut self, base: u64, runs: &[PageRange], data: Vec<u8>) -> Result<(), Vec<u8>> {
-        let Some(jobs) = &self.jobs else {
-            return Err(data);
-        };
-        let id = self.next_id;
-        let job = Job {
-            id,
-            data,
-            runs: runs
-                .iter()
-                .map(|r| (r.start, (r.start - base) as usize, r.bytes() as usize))
-                .collect(),
-        };
-        let ranges = runs.iter().map(|r| (r.start, r.end())).collect();
-        match jobs.send(job) {
-            Ok(()) => {
-                self.next_id += 1;
-                self.pending.push_back((id, ranges));
-                Ok(())
-            }
-            Err(mpsc::SendError(job)) => {
-                self.jobs = None;
-                Err(job.data)
-            }
-        }
-    }
-
-    /// Batches finished since the last call, with their buffers.
-    fn finished(&mut self) -> Vec<(u64, Vec<u8>)> {
-        let mut out = Vec::new();
-        while let Ok((id, buf)) = self.done.try_recv() {
-            self.pending.retain(|(p, _)| *p != id);
-            out.push((id, buf));
-        }
-        out
-    }
-}
-
-impl Drop for Installer {
-    fn drop(&mut self) {
-        self.quit.store(true, Ordering::Relaxed);
-        self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The installer thread's side.
-struct Worker {
-    uffd: Arc<Uffd>,
-    gate: Arc<Mutex<Gate>>,
-    quit: Arc<AtomicBool>,
-    busy_ns: Arc<AtomicU64>,
-    copy_ns: Arc<AtomicU64>,
-}
-
-impl Worker {
-    /// Copies a batch in; false if told to quit.
-    fn install(&self, job: &Job) -> bool {
-        for &(addr, off, len) in &job.runs {
-            let mut at = 0;
-            while at < len {
-                if self.quit.load(Ordering::Relaxed) {
-                    return false;
-                }
-                let n = (len - at).min(INSTALL_CHUNK);
-                let start = addr + at as u64;
-                let gate = lock(&self.gate);
-                let t = Instant::now();
-                let mut again = false;
-                for (s, e) in uncancelled(start, start + n as u64, job.id, &gate.cancelled) {
-                    let o = off + (s - addr) as usize;
-                    match self.uffd.copy(s, &job.data[o..o + (e - s) as usize]) {
-                        Ok(_) => {}
-                        Err(UffdError::Again { .. }) => {
-                            again = true;
-                            break;
-                        }
-                        // Unmapped meanwhile (ENOENT) and the like.
-                        Err(e) => debug!(start = s, "UFFDIO_COPY: {e}"),
-                    }
-                }
-                self.copy_ns
-                    .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                drop(gate);
-                if again {
-                    // Events are pending: the pager reads them, then this
-                    // chunk is tried again (pages already in are skipped).
-                    std::thread::yield_now();
-                    continue;
-                }
-                at += n;
-            }
-        }
-        true
-    }
-}
-
-/// The parts of `[start, end)` that batch `job` may still fill.
-fn uncancelled(start: u64, end: u64, job: u64, cancelled: &[Cancel]) -> Vec<(u64, u64)> {
-    let mut parts = vec![(start, end)];
-    for c in cancelled.iter().filter(|c| job <= c.upto) {
-        let mut next = Vec::with_capacity(parts.len() + 1);
-        // Whole pages, as the page state counts a discard.
-        let cs = c.start & !(PAGE_SIZE - 1);
-        let ce = c.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        for (s, e) in parts {
-            if ce <= s || e <= cs {
-                next.push((s, e));
-                continue;
-            }
-            if s < cs {
-                next.push((s, cs));
-            }
-            if ce < e {
-                next.push((ce, e));
-            }
-        }
-        parts = next;
-    }
-    parts
-}
-
 /// `r` cut into requests of at most [`MAX_REQUEST_PAGES`].
 fn requests(r: PageRange) -> impl Iterator<Item = PageRange> {
     (0..r.pages)
@@ -1152,7 +812,8 @@ pub fn fetch_now(
     }
     let deadline = Instant::now() + super::CALL_TIMEOUT;
     let mut out = Vec::with_capacity(asked.len());
-    while !asked.is_empty() {
+    let mut filling: HashMap<u64, (u64, Vec<u8>)> = HashMap::new();
+    while !asked.is_empty() || !filling.is_empty() {
         if Instant::now() > deadline {
             return Err("the origin did not send the process's memory".into());
         }
@@ -1160,9 +821,25 @@ pub fn fetch_now(
             .map_err(|e| format!("poll: {e}"))?;
         let mut failed = None;
         ch.receive(|frame| match frame {
-            Reply::PageData { req_id, data, .. } => {
+            Reply::PagesStart { req_id, len, .. } => {
                 if let Some(addr) = asked.remove(&req_id) {
-                    out.push((addr, data));
+                    filling.insert(req_id, (addr, vec![0; len]));
+                }
+            }
+            Reply::Pages {
+                req_id,
+                offset,
+                data,
+            } => {
+                if let Some((_, buf)) = filling.get_mut(&req_id) {
+                    if let Some(to) = buf.get_mut(offset..offset + data.len()) {
+                        to.copy_from_slice(data);
+                    }
+                }
+            }
+            Reply::PagesEnd { req_id } => {
+                if let Some(done) = filling.remove(&req_id) {
+                    out.push(done);
                 }
             }
             Reply::Other(PeerMessage::PageError { message, .. }) => {
@@ -1181,29 +858,6 @@ pub fn fetch_now(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cancelled_ranges_are_cut_out_of_older_batches_only() {
-        let c = |start, end, upto| Cancel { start, end, upto };
-        assert_eq!(uncancelled(0x1000, 0x9000, 1, &[]), [(0x1000, 0x9000)]);
-        let cs = [
-            c(0x3000, 0x4000, 2),
-            c(0x6800, 0x7001, 3),
-            c(0x0, 0x2000, 1),
-        ];
-        // Batch 1: every cancel applies; unaligned ends cover whole pages.
-        assert_eq!(
-            uncancelled(0x1000, 0x9000, 1, &cs),
-            [(0x2000, 0x3000), (0x4000, 0x6000), (0x8000, 0x9000)]
-        );
-        // Batch 3 was queued after the first two events.
-        assert_eq!(
-            uncancelled(0x1000, 0x9000, 3, &cs),
-            [(0x1000, 0x6000), (0x8000, 0x9000)]
-        );
-        assert_eq!(uncancelled(0x1000, 0x9000, 4, &cs), [(0x1000, 0x9000)]);
-        assert!(uncancelled(0x3000, 0x4000, 2, &cs).is_empty());
-    }
 
     #[test]
     fn ranges_are_cut_into_bounded_requests() {
