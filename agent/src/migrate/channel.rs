@@ -464,7 +464,11 @@ fn spin_until_readable(stream: &mut StreamOwned<ServerConnection, TcpStream>) {
         if ready.map_or(true, |r| r[0]) {
             return;
         }
-        std::hint::spin_loop();
+        // Yield rather than spin: the destination's pager and the program
+        // it wakes may be waiting for this CPU (measured here with both
+        // nodes on one 2-vCPU machine: the same p50, a p99 mostly under
+        // 100 µs instead of often ~4 ms, a scheduler tick).
+        std::thread::yield_now();
     }
 }
 
