@@ -612,6 +612,87 @@ mod tests {
         assert_eq!(pieces, [(0, 0), (4 * PAGE_SIZE, 0)]);
     }
 
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
+    #[test]
+    fn random_frames_in_random_pieces() {
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..50 {
+            let mut stream = Vec::new();
+            let mut want = Vec::new();
+            for id in 0..1 + next() % 6 {
+                if next().is_multiple_of(3) {
+                    let m = PeerMessage::PageError {
+                        req_id: id,
+                        message: "e".repeat((next() % 40) as usize),
+                    };
+                    stream.extend(encode_frame(&m));
+                    want.push(Got::Other(m));
+                } else {
+                    let (f, g) = pages(id, 0x1000 * id, (next() % 9) as usize);
+                    stream.extend(f);
+                    want.push(g);
+                }
+            }
+            // Pieces of random sizes, as TLS records of any length.
+            let mut s = Splitter::default();
+            let mut got = Vec::new();
+            let mut current: Option<(u64, u64, Vec<u8>)> = None;
+            let mut at = 0;
+            while at < stream.len() {
+                let n = (1 + next() % 20_000) as usize;
+                let piece = &stream[at..(at + n).min(stream.len())];
+                at += piece.len();
+                s.push(piece, &mut |r| match r {
+                    Reply::PagesStart { req_id, addr, .. } => {
+                        current = Some((req_id, addr, Vec::new()))
+                    }
+                    Reply::Pages { offset, data, .. } => {
+                        let (_, _, buf) = current.as_mut().expect("started");
+                        assert_eq!(offset, buf.len());
+                        assert_eq!(data.len() % PAGE_SIZE, 0);
+                        buf.extend_from_slice(data);
+                    }
+                    Reply::PagesEnd { .. } => {
+                        let (req_id, addr, data) = current.take().expect("started");
+                        got.push(Got::Pages { req_id, addr, data });
+                    }
+                    Reply::Other(m) => got.push(Got::Other(m)),
+                })
+                .unwrap();
+            }
+            assert_eq!(got, want, "round {round}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let (valid, _) = pages(1, 0x1000, 2);
+        for _ in 0..2000 {
+            let mut bytes = valid.clone();
+            // Flip a few bytes, often in the header, and cut anywhere.
+            for _ in 0..1 + next() % 4 {
+                let i = (next() % 40).min(bytes.len() as u64 - 1) as usize;
+                bytes[i] = next() as u8;
+            }
+            bytes.truncate((next() % (bytes.len() as u64 + 1)) as usize);
+            let mut s = Splitter::default();
+            for piece in bytes.chunks(1 + (next() % 5000) as usize) {
+                if s.push(piece, &mut |_| {}).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_page_data_is_an_error() {
         let mut h = page_data_header(1, 0x1000, PAGE_SIZE);
