@@ -6,8 +6,12 @@
 //! not fault a background pusher pulls the rest in growing batches. When
 //! every page is here the origin is told and the uffd is closed, so the
 //! process no longer depends on the origin.
+//!
+//! Pages are installed as they are decrypted, a TLS record (four pages) at a
+//! time, straight from rustls's buffer while it is still in cache: no copy
+//! into a reply buffer, and a fault never waits behind a whole batch.
 
-use super::channel::PageChannel;
+use super::channel::{PageChannel, Reply};
 use super::PopulatedVma;
 use crate::peers::Peers;
 use crate::sync::lock;
@@ -16,7 +20,7 @@ use crate::traffic::ProcessTraffic;
 use popcorn_dsm::postcopy::{Action, PageRange, Postcopy};
 use popcorn_dsm::uffd::{Event, Uffd, UffdError};
 use popcorn_dsm::PAGE_SIZE;
-use popcorn_proto::wire::{FrameRef, PeerMessage, MAX_PAGE_DATA};
+use popcorn_proto::wire::{PeerMessage, MAX_PAGE_DATA};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Background requests in flight at once.
-const PUSH_IN_FLIGHT: usize = 2;
+const PUSH_IN_FLIGHT: usize = 4;
 /// Pages fetched per fault (the faulting one and the next ones).
 const FAULT_WINDOW: u64 = 1;
 /// How long the origin may stay unreachable before the process is given up.
@@ -35,7 +39,8 @@ const SPIN: Duration = Duration::from_micros(200);
 /// How often a broken page channel is reopened.
 const RECONNECT_EVERY: Duration = Duration::from_millis(200);
 
-/// Largest request (4 MiB), well inside one `PageData` frame.
+/// Largest request (4 MiB, background batches are smaller), well inside
+/// one `PageData` frame.
 const MAX_REQUEST_PAGES: u64 = 1024;
 const _: () = assert!(MAX_REQUEST_PAGES * PAGE_SIZE <= MAX_PAGE_DATA as u64);
 
@@ -297,14 +302,17 @@ impl Pager {
                 );
                 return End::Complete;
             }
+            let fault_pending = self.inflight.values().any(|(_, push)| !push);
             let ready = {
                 let mut fds: Vec<BorrowedFd<'_>> = vec![self.spec.uffd.as_fd(), self.wake.fd()];
                 if let Some(ch) = &self.channel {
                     fds.push(ch.as_fd());
                 }
-                // Busy-poll for a moment after activity: a sleeping CPU takes
-                // tens of microseconds to wake in a VM, per fault.
-                let wait = if last_active.elapsed() < SPIN {
+                // Busy-poll while a fault waits and for a moment after one: a
+                // sleeping CPU takes tens of microseconds to wake in a VM, per
+                // fault. Not for background batches: the origin may need this
+                // CPU (both nodes can share a machine).
+                let wait = if fault_pending || last_active.elapsed() < SPIN {
                     Duration::ZERO
                 } else {
                     Duration::from_millis(100)
@@ -326,7 +334,7 @@ impl Pager {
             if woken {
                 self.wake.drain();
             }
-            if faults_ready || data_ready {
+            if faults_ready || (data_ready && fault_pending) {
                 last_active = Instant::now();
             }
             if !ready.iter().any(|r| *r)
@@ -382,11 +390,19 @@ impl Pager {
             return;
         };
         match ch.receive(|frame| match frame {
-            FrameRef::PageData { req_id, data, .. } => self.arrived(req_id, Ok(data)),
-            FrameRef::Other(PeerMessage::PageError { req_id, message }) => {
-                self.arrived(req_id, Err(message))
+            Reply::PagesStart { req_id, len, .. } => self.reply_starts(req_id, len),
+            Reply::Pages {
+                req_id,
+                offset,
+                data,
+            } => self.arrived(req_id, offset, data),
+            Reply::PagesEnd { req_id } => {
+                self.inflight.remove(&req_id);
             }
-            FrameRef::Other(other) => debug!("unexpected frame on a page channel: {other:?}"),
+            Reply::Other(PeerMessage::PageError { req_id, message }) => {
+                self.fetch_failed(req_id, &message)
+            }
+            Reply::Other(other) => debug!("unexpected frame on a page channel: {other:?}"),
         }) {
             Ok(()) => {
                 self.channel = Some(ch);
@@ -583,34 +599,50 @@ impl Pager {
         }
     }
 
-    fn arrived(&mut self, req_id: u64, data: Result<&[u8], String>) {
-        let Some((range, _)) = self.inflight.remove(&req_id) else {
+    /// A reply for `req_id` starts with `len` bytes of pages.
+    fn reply_starts(&mut self, req_id: u64, len: usize) {
+        let Some(&(range, _)) = self.inflight.get(&req_id) else {
             return;
         };
-        let data = match data {
-            Ok(d) if d.len() as u64 == range.bytes() => d,
-            Ok(d) => {
-                warn!(
-                    pid = self.spec.pid,
-                    "origin sent {} bytes for {} pages",
-                    d.len(),
-                    range.pages
-                );
-                let _ = self.pc.on_fetch_failed(range);
-                return;
-            }
-            Err(message) => {
-                warn!(pid = self.spec.pid, origin = %self.spec.origin, "page fetch failed: {message}");
-                self.failing_since.get_or_insert_with(Instant::now);
-                let _ = self.pc.on_fetch_failed(range);
-                return;
-            }
-        };
+        if len as u64 != range.bytes() {
+            warn!(
+                pid = self.spec.pid,
+                "origin sends {len} bytes for {} pages", range.pages
+            );
+            // Its pages are ignored (no longer in flight).
+            self.inflight.remove(&req_id);
+            let _ = self.pc.on_fetch_failed(range);
+            return;
+        }
         self.failing_since = None;
         self.stats
             .pages_in
             .fetch_add(range.pages, Ordering::Relaxed);
-        let runs = match self.pc.on_pages_arrived(range) {
+    }
+
+    fn fetch_failed(&mut self, req_id: u64, message: &str) {
+        let Some((range, _)) = self.inflight.remove(&req_id) else {
+            return;
+        };
+        warn!(pid = self.spec.pid, origin = %self.spec.origin, "page fetch failed: {message}");
+        self.failing_since.get_or_insert_with(Instant::now);
+        let _ = self.pc.on_fetch_failed(range);
+    }
+
+    /// Whole pages of the reply to `req_id`, `offset` bytes into it, arrived:
+    /// installed now, straight from the decrypted record.
+    fn arrived(&mut self, req_id: u64, offset: usize, data: &[u8]) {
+        let Some(&(range, _)) = self.inflight.get(&req_id) else {
+            return;
+        };
+        let part = PageRange {
+            start: range.start + offset as u64,
+            pages: data.len() as u64 / PAGE_SIZE,
+        };
+        if part.pages == 0 || part.end() > range.end() {
+            return;
+        }
+        let runs = match self.pc.on_pages_arrived(part) {
             Ok(r) => r,
             Err(e) => {
                 debug!("arrival outside the regions: {e}");
@@ -619,13 +651,11 @@ impl Pager {
         };
         // Installed in order; a fork handled meanwhile (install reads the
         // events when the copy meets a changing map) sees what is left.
-        self.installing = runs
-            .iter()
-            .rev()
-            .map(|r| (r.start, r.start + r.bytes()))
-            .collect();
+        self.installing.clear();
+        self.installing
+            .extend(runs.iter().rev().map(|r| (r.start, r.start + r.bytes())));
         for run in runs {
-            let off = (run.start - range.start) as usize;
+            let off = (run.start - part.start) as usize;
             let bytes = &data[off..off + run.bytes() as usize];
             self.install(run.start, bytes);
             self.installing.pop();
@@ -692,12 +722,22 @@ impl Pager {
         if !self.map_known && since.elapsed() < MAP_WAIT {
             return;
         }
-        let pushing = self.inflight.values().filter(|(_, p)| *p).count();
-        if !self.spec.background_push || pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() {
+        if !self.spec.background_push {
             return;
         }
-        for r in self.pc.next_push_batch() {
-            self.request(r, true);
+        // Fill the pipeline at once: several requests in flight.
+        loop {
+            let pushing = self.inflight.values().filter(|(_, p)| *p).count();
+            if pushing >= PUSH_IN_FLIGHT || self.failing_since.is_some() || self.channel.is_none() {
+                return;
+            }
+            let batch = self.pc.next_push_batch();
+            if batch.is_empty() {
+                return;
+            }
+            for r in batch {
+                self.request(r, true);
+            }
         }
     }
 
@@ -772,7 +812,8 @@ pub fn fetch_now(
     }
     let deadline = Instant::now() + super::CALL_TIMEOUT;
     let mut out = Vec::with_capacity(asked.len());
-    while !asked.is_empty() {
+    let mut filling: HashMap<u64, (u64, Vec<u8>)> = HashMap::new();
+    while !asked.is_empty() || !filling.is_empty() {
         if Instant::now() > deadline {
             return Err("the origin did not send the process's memory".into());
         }
@@ -780,15 +821,31 @@ pub fn fetch_now(
             .map_err(|e| format!("poll: {e}"))?;
         let mut failed = None;
         ch.receive(|frame| match frame {
-            FrameRef::PageData { req_id, data, .. } => {
+            Reply::PagesStart { req_id, len, .. } => {
                 if let Some(addr) = asked.remove(&req_id) {
-                    out.push((addr, data.to_vec()));
+                    filling.insert(req_id, (addr, vec![0; len]));
                 }
             }
-            FrameRef::Other(PeerMessage::PageError { message, .. }) => {
+            Reply::Pages {
+                req_id,
+                offset,
+                data,
+            } => {
+                if let Some((_, buf)) = filling.get_mut(&req_id) {
+                    if let Some(to) = buf.get_mut(offset..offset + data.len()) {
+                        to.copy_from_slice(data);
+                    }
+                }
+            }
+            Reply::PagesEnd { req_id } => {
+                if let Some(done) = filling.remove(&req_id) {
+                    out.push(done);
+                }
+            }
+            Reply::Other(PeerMessage::PageError { message, .. }) => {
                 failed = Some(format!("fetching memory: {message}"));
             }
-            FrameRef::Other(_) => {}
+            Reply::Other(_) => {}
         })
         .map_err(|e| format!("page channel: {e}"))?;
         if let Some(e) = failed {
