@@ -4,7 +4,7 @@
 #   sudo make build   build everything (binaries, tests, examples)
 #   sudo make test    deps + build + every test + clippy + rustfmt (CI runs this)
 #   sudo make demo    a 3-node local cluster running a program under popcorn
-#   sudo make bench   release build + benchmarks -> bench/freeze.json, bench/migrate.json
+#   sudo make bench   release build + benchmarks -> bench/freeze.json, bench/migrate.json, bench/xisa.json
 #   sudo make clean-clusters   remove the demo's and the tests' local clusters
 
 SHELL := /bin/bash
@@ -62,7 +62,9 @@ bench: root deps
 	mv bench/freeze.json.tmp bench/freeze.json
 	target/release/popcorn bench migrate --output bench/migrate.json.tmp >/dev/null
 	mv bench/migrate.json.tmp bench/migrate.json
-	@echo "wrote bench/freeze.json and bench/migrate.json"
+	target/release/popcorn bench xisa --output bench/xisa.json.tmp >/dev/null
+	mv bench/xisa.json.tmp bench/xisa.json
+	@echo "wrote bench/freeze.json, bench/migrate.json and bench/xisa.json"
 
 # Every local cluster (namespaces pc-NAME-NODE), wherever its files are.
 clean-clusters: root
