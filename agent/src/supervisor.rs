@@ -264,8 +264,10 @@ pub fn restore<T: Send + 'static>(
             }
             if go_rx.recv().is_err() {
                 debug!(pid, "restore abandoned: killing the worker");
-                drop(worker);
+                // Killed while still stopped: releasing it first would let
+                // it run.
                 kill_and_reap(pid);
+                drop(worker);
                 return;
             }
             let end = match worker {
@@ -562,7 +564,9 @@ fn stop_native(
     match snap {
         Ok(s) => Ok((f, s)),
         Err(e) => {
-            let _ = xisa::set_request(pid, point, false);
+            if let Err(c) = xisa::set_request(pid, point, false) {
+                warn!(pid, "clearing the migration request: {c}");
+            }
             if let Err(t) = f.thaw() {
                 warn!(pid, "thaw after a failed stop: {t}");
             }
@@ -582,6 +586,9 @@ fn serve_emulated(
     events: &dyn Events,
 ) -> End {
     let mut running = true;
+    // The program's migration point, once known: a stop there that nobody
+    // asked for (a request given up on) is resumed in place.
+    let mut point: Option<MigrationPoint> = None;
     loop {
         // SAFETY: the stub's descriptor lives as long as `emu`, which
         // outlives this borrow.
@@ -593,11 +600,25 @@ fn serve_emulated(
             .unwrap_or_else(|_| vec![false, true, false]);
         ready[2] |= buffered;
         if ready[2] && running {
-            match emu.next_event(None, Duration::from_millis(1)) {
+            match emu.next_event(point.as_ref(), Duration::from_millis(1)) {
                 Ok(Some(EmulatedEvent::Exited(_) | EmulatedEvent::Killed(_))) => running = false,
+                Ok(Some(EmulatedEvent::AtMigrationPoint)) => {
+                    let resumed = point
+                        .as_ref()
+                        .map(|p| xisa::set_request(pid, p, false).and_then(|()| emu.resume_at(p)));
+                    if let Some(Err(e)) = resumed {
+                        warn!(pid, "resuming at a migration point: {e}");
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
-                    debug!(pid, "GDB stub: {e}");
+                    // Without its stub nothing controls it any more.
+                    warn!(
+                        pid,
+                        "lost the GDB stub of the emulated program: {e}; killing it"
+                    );
+                    // SAFETY: plain integer arguments; our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
                     running = false;
                 }
             }
@@ -625,9 +646,10 @@ fn serve_emulated(
                     let _ = reply.send(Ok(()));
                     return End::Discarded;
                 }
-                Request::StopAtMigrationPoint(point, timeout, reply) => {
+                Request::StopAtMigrationPoint(at, timeout, reply) => {
+                    point = Some(at.clone());
                     let r = if running {
-                        stop_emulated(pid, &mut emu, &point, timeout)
+                        stop_emulated(pid, &mut emu, &at, timeout)
                     } else {
                         Err(format!("process {pid} is stopped"))
                     };
@@ -637,12 +659,12 @@ fn serve_emulated(
                     }
                     let _ = reply.send(r.map(Box::new));
                 }
-                Request::ResumeAtMigrationPoint(point, reply) => {
+                Request::ResumeAtMigrationPoint(at, reply) => {
                     let r = if running {
                         Err(format!("process {pid} is not stopped"))
                     } else {
-                        xisa::set_request(pid, &point, false)
-                            .and_then(|()| emu.resume_at(&point))
+                        xisa::set_request(pid, &at, false)
+                            .and_then(|()| emu.resume_at(&at))
                             .map_err(|e| e.to_string())
                     };
                     if !running && r.is_ok() {
@@ -676,12 +698,20 @@ fn stop_emulated(
                 Err(e) => Err(e.to_string()),
             }
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => {
+            // Whatever state it is in, it must not stop unwatched later.
+            if let Err(c) = xisa::set_request(pid, point, false) {
+                warn!(pid, "clearing the migration request: {c}");
+            }
+            return Err(e.to_string());
+        }
     };
     match reached.and_then(|()| emu.snapshot().map_err(|e| e.to_string())) {
         Ok(s) => Ok(s),
         Err(e) => {
-            let _ = xisa::set_request(pid, point, false);
+            if let Err(c) = xisa::set_request(pid, point, false) {
+                warn!(pid, "clearing the migration request: {c}");
+            }
             let resumed = if emu.registers().is_ok_and(|r| r.pc() == point.stop_insn) {
                 emu.resume_at(point)
             } else {

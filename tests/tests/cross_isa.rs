@@ -18,8 +18,12 @@ use popcorn_tests::migrate::{
     cluster_with, fails_with, migrate, migrate_ok, ps_entry, text, wait_nothing_left, wait_pid,
     Client,
 };
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The unprivileged user programs run as in one test.
+const NOBODY: u32 = 65534;
 use std::time::{Duration, Instant};
 
 /// `popcorn build tests/programs/xisa/NAME.c -o DIR/NAME` in a directory of
@@ -163,7 +167,8 @@ fn a_destination_that_cannot_continue_leaves_the_program_where_it_was() {
     )
     .unwrap();
     let app_s = app.to_str().unwrap();
-    let args = ["60", "20"];
+    // Long enough to be running still when b has failed, even under load.
+    let args = ["250", "20"];
     let (expected, code) = unmigrated(None, &app.with_extension("x86_64"), &args);
     let c = cluster_with("xisafail", 2, &["--isa", "b=aarch64"]);
     let mut run = Client::run(&c, "a", &["--nodes", "a,b", app_s, args[0], args[1]]);
@@ -188,12 +193,16 @@ fn a_program_moves_itself_with_popcorns_migrate_call() {
     let (expected, code) = unmigrated(None, &app.with_extension("x86_64"), &[]);
     assert_eq!(code, 3);
     let c = cluster_with("xisacall", 2, &["--isa", "b=aarch64"]);
-    let mut run = Client::run(&c, "a", &["--nodes", "a,b", app_s]);
+    // As an unprivileged user: the program runs as that user on every
+    // node (its userfaultfd made before it drops the agent's privileges).
+    let mut cmd = c.popcorn_direct("a", &["run", "--nodes", "a,b", app_s]);
+    cmd.uid(NOBODY).gid(NOBODY).current_dir("/tmp");
+    let mut run = Client::spawn(cmd);
     run.wait_line(|l| l.starts_with("phase 0:"), Duration::from_secs(30));
     let pid = wait_pid(&c, "a", "xisa_migrate_call");
-    // migrate(1) after phase 1: on b (aarch64) for phases 2 and 3.
-    run.wait_line(|l| l.starts_with("phase 3:"), Duration::from_secs(30));
-    assert_eq!(node_of(&c, pid), "b");
+    let owner = ps_entry(&c, "a", pid).unwrap()["uid"].as_u64();
+    assert_eq!(owner, Some(u64::from(NOBODY)));
+    // migrate(1) after phase 1 (to b, aarch64), migrate(0) after phase 3.
     let fin = run.finish(Duration::from_secs(60));
     assert_eq!(fin.status.code(), Some(code), "stderr: {}", fin.stderr);
     assert_eq!(fin.lines, expected, "stderr: {}", fin.stderr);
@@ -213,6 +222,26 @@ fn a_program_moves_itself_with_popcorns_migrate_call() {
             (s("from"), s("to"))
         })
         .collect();
-    assert!(moves.contains(&("a".into(), "b".into())), "{moves:?}");
-    assert!(moves.contains(&("b".into(), "a".into())), "{moves:?}");
+    let logs = || {
+        ["a", "b"]
+            .iter()
+            .map(|n| {
+                let log = std::fs::read_to_string(c.dir().join(format!("logs/{n}.log")));
+                let log = log.unwrap_or_default();
+                let lines: Vec<&str> = log.lines().filter(|l| l.contains("migrat")).collect();
+                format!("{n}: {}", lines.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        moves.contains(&("a".into(), "b".into())),
+        "{moves:?}\n{}",
+        logs()
+    );
+    assert!(
+        moves.contains(&("b".into(), "a".into())),
+        "{moves:?}\n{}",
+        logs()
+    );
 }

@@ -56,12 +56,12 @@ fn a_built_program_translates_with_the_default_policy_and_finishes_on_aarch64() 
     let x_file = std::fs::File::create(&x_out).unwrap();
     let env = vec![format!("XLATE_SEED={SEED}")];
     let argv = vec!["recurse".to_owned()];
-    let exec = Exec::new(&x86_path.to_string_lossy(), &argv, &env, "/", (0, 0), true).unwrap();
+    let exec = Exec::new(&x86_path.to_string_lossy(), &argv, &env, "/").unwrap();
     let spec = WorkerSpec {
         fds: vec![(x_file.as_raw_fd(), 1), (2, 2)],
         ..WorkerSpec::default()
     };
-    let mut x = spawn_program(&spec, &exec).unwrap().stopped.unwrap();
+    let mut x = spawn_program(&spec, &exec).unwrap();
     let point = app.migration_point(Isa::X86_64).unwrap();
     assert!(x
         .run_to_migration_point(&point, Duration::from_secs(20))

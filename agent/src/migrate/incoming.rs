@@ -238,6 +238,11 @@ impl Migrations {
             }
         }
         self.wait_released(pid).await;
+        // A program this node dropped a moment ago may still be dying.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while popcorn_checkpoint::process_exists(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if lock(&self.incoming).contains_key(&pid) {
             return Err(format!(
                 "a migration of process {pid} to '{}' is already under way",

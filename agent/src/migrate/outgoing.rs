@@ -162,15 +162,6 @@ impl Migrations {
         }
         let (here, there) = (self.peers.isa_of(&self.node)?, self.peers.isa_of(to)?);
         self.peers.reachable(to)?;
-        if here != there || lock(&self.apps).contains_key(&pid) {
-            let (handle, _) = self
-                .table
-                .managed(pid)
-                .ok_or_else(|| format!("process {pid} has exited"))?;
-            return self
-                .migrate_across(pid, to, (here, there), info, handle)
-                .await;
-        }
         let pending = lock(&self.pagers).get(&pid).map(|(done, _)| done.clone());
         if let Some(mut done) = pending {
             let wait = done.wait_for(|d| *d);
@@ -182,6 +173,15 @@ impl Migrations {
                     "process {pid} is still receiving its memory from its previous node; try again later"
                 ));
             }
+        }
+        if here != there || lock(&self.apps).contains_key(&pid) {
+            let (handle, _) = self
+                .table
+                .managed(pid)
+                .ok_or_else(|| format!("process {pid} has exited"))?;
+            return self
+                .migrate_across(pid, to, (here, there), info, handle)
+                .await;
         }
         let fds = popcorn_checkpoint::read_fds(pid).map_err(|e| e.to_string())?;
         carried_files(&fds, &self.node)?;

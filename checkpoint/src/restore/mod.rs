@@ -10,4 +10,4 @@ mod worker;
 
 pub use layout::{copy_memory_eager, lay_out, Layout};
 pub use state::{restore_process_state, resume_regs};
-pub use worker::{spawn_program, spawn_worker, Exec, Spawned, Worker, WorkerSpec};
+pub use worker::{spawn_program, spawn_worker, Exec, Worker, WorkerSpec};

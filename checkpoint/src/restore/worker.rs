@@ -317,9 +317,6 @@ fn worker_child(fds: &[(RawFd, RawFd)], ready_w: RawFd, base: RawFd, exec: Optio
 pub struct Exec {
     program: CString,
     cwd: CString,
-    uid: u32,
-    gid: u32,
-    traced: bool,
     // Owned strings behind the pointer arrays.
     _strings: Vec<CString>,
     argv: Vec<*const libc::c_char>,
@@ -335,17 +332,8 @@ fn c_string(what: &str, s: &str) -> Result<CString, Error> {
 
 impl Exec {
     /// `program` with `argv` (argv[0] included) and `env` (`NAME=value`),
-    /// in `cwd`, as `uid`/`gid`, in a new session. With `traced`, the child
-    /// stops under ptrace of the calling thread right after its `execve`
-    /// (`PTRACE_TRACEME`).
-    pub fn new(
-        program: &str,
-        argv: &[String],
-        env: &[String],
-        cwd: &str,
-        (uid, gid): (u32, u32),
-        traced: bool,
-    ) -> Result<Exec, Error> {
+    /// in `cwd`, in a new session.
+    pub fn new(program: &str, argv: &[String], env: &[String], cwd: &str) -> Result<Exec, Error> {
         let mut strings = Vec::with_capacity(argv.len() + env.len());
         for a in argv {
             strings.push(c_string("argument", a)?);
@@ -361,17 +349,14 @@ impl Exec {
         Ok(Exec {
             program: c_string("program", program)?,
             cwd: c_string("directory", cwd)?,
-            uid,
-            gid,
-            traced,
             _strings: strings,
             argv: argv_p,
             envp: envp_p,
         })
     }
 
-    /// In the forked child: session, directory, credentials, tracing, exec.
-    /// On failure writes the errno to `report` and exits with 127.
+    /// In the forked child: session, directory, `PTRACE_TRACEME`, exec. On
+    /// failure writes the errno to `report` and exits with 127.
     ///
     /// # Safety
     /// Only in the child made by `clone3`, which may make raw system calls
@@ -379,9 +364,7 @@ impl Exec {
     unsafe fn run_in_child(&self, report: RawFd) -> ! {
         // SAFETY: per this function's contract; every pointer refers to
         // memory prepared before the fork, NUL-terminated (arrays too).
-        // Raw system calls throughout: glibc's setresuid() in a process it
-        // believes multi-threaded (this one is a copy of one) waits for the
-        // parent's other threads, which do not exist here.
+        // Raw system calls throughout (no glibc state of the parent's).
         unsafe {
             let fail = |report: RawFd| -> ! {
                 let errno = *libc::__errno_location();
@@ -394,13 +377,7 @@ impl Exec {
             if libc::syscall(libc::SYS_chdir, self.cwd.as_ptr()) != 0 {
                 fail(report);
             }
-            let (u, g) = (libc::c_long::from(self.uid), libc::c_long::from(self.gid));
-            if libc::syscall(libc::SYS_setresgid, g, g, g) != 0
-                || libc::syscall(libc::SYS_setresuid, u, u, u) != 0
-            {
-                fail(report);
-            }
-            if self.traced && libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+            if libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
                 fail(report);
             }
             libc::syscall(
@@ -414,17 +391,11 @@ impl Exec {
     }
 }
 
-/// A program started by [`spawn_program`].
-#[derive(Debug)]
-pub struct Spawned {
-    pub pid: i32,
-    /// For a traced [`Exec`]: the process, stopped right after its exec.
-    pub stopped: Option<FrozenProcess>,
-}
-
 /// Starts `exec` in a child made like a worker (namespace, PID, fds per
-/// `spec`); see the module documentation.
-pub fn spawn_program(spec: &WorkerSpec, exec: &Exec) -> Result<Spawned, Error> {
+/// `spec`), still with the caller's credentials, and returns it stopped
+/// under ptrace right after its `execve`, before its first instruction (see
+/// [`FrozenProcess::become_user`]).
+pub fn spawn_program(spec: &WorkerSpec, exec: &Exec) -> Result<FrozenProcess, Error> {
     let me = crate::sys::misc::getpid();
     let mut pipe = [0 as RawFd; 2];
     // SAFETY: `pipe` is a valid array of two fds for the kernel to fill.
@@ -436,6 +407,12 @@ pub fn spawn_program(spec: &WorkerSpec, exec: &Exec) -> Result<Spawned, Error> {
         unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
     let child = clone_in_namespace(spec, ready_w.as_raw_fd(), Some(exec))?;
     drop(ready_w);
+    let fail = |detail: String| {
+        // SAFETY: plain integer arguments; `child` is our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        reap(child);
+        Err(Error::Restore { pid: child, detail })
+    };
     // The pipe closes at the exec, or carries an errno; a child that never
     // gets there is killed.
     let mut poll = libc::pollfd {
@@ -446,33 +423,20 @@ pub fn spawn_program(spec: &WorkerSpec, exec: &Exec) -> Result<Spawned, Error> {
     let ms = crate::freeze::STOP_TIMEOUT.as_millis() as i32;
     // SAFETY: one valid pollfd.
     if unsafe { libc::poll(&mut poll, 1, ms) } <= 0 {
-        // SAFETY: plain integer arguments; `child` is our own child.
-        unsafe { libc::kill(child, libc::SIGKILL) };
-        reap(child);
-        return Err(Error::Restore {
-            pid: child,
-            detail: format!(
-                "{} did not start within {} s",
-                exec.program.to_string_lossy(),
-                crate::freeze::STOP_TIMEOUT.as_secs()
-            ),
-        });
+        return fail(format!(
+            "{} did not start within {} s",
+            exec.program.to_string_lossy(),
+            crate::freeze::STOP_TIMEOUT.as_secs()
+        ));
     }
     let mut errno = [0u8; 4];
     let n = io::Read::read(&mut File::from(ready_r), &mut errno);
     if let Ok(4) = n {
-        reap(child);
         let e = io::Error::from_raw_os_error(i32::from_le_bytes(errno));
-        return Err(Error::Restore {
-            pid: child,
-            detail: format!("cannot run {}: {e}", exec.program.to_string_lossy()),
-        });
-    }
-    if !exec.traced {
-        return Ok(Spawned {
-            pid: child,
-            stopped: None,
-        });
+        return fail(format!(
+            "cannot run {}: {e}",
+            exec.program.to_string_lossy()
+        ));
     }
     // The exec's SIGTRAP.
     let tracer = crate::tracer::Tracer {
@@ -481,18 +445,60 @@ pub fn spawn_program(spec: &WorkerSpec, exec: &Exec) -> Result<Spawned, Error> {
     };
     let deadline = Instant::now() + crate::freeze::STOP_TIMEOUT;
     match tracer.next_event(child, &[], Some(deadline)) {
-        Ok(Event::Signal(libc::SIGTRAP)) => Ok(Spawned {
-            pid: child,
-            stopped: Some(FrozenProcess::adopt_stopped_child(child)),
-        }),
-        other => {
-            // SAFETY: plain integer arguments; `child` is our own child.
-            unsafe { libc::kill(child, libc::SIGKILL) };
-            reap(child);
-            Err(Error::Restore {
-                pid: child,
-                detail: format!("the program did not stop after exec ({other:?})"),
-            })
+        Ok(Event::Signal(libc::SIGTRAP)) => {}
+        other => return fail(format!("the program did not stop after exec ({other:?})")),
+    }
+    // Killed, not left running, if this process dies.
+    if let Err(e) = crate::sys::ptrace::set_options(child, PTRACE_O_EXITKILL) {
+        return fail(format!("PTRACE_SETOPTIONS: {e}"));
+    }
+    Ok(FrozenProcess::adopt_stopped_child(child))
+}
+
+/// System calls injected by [`FrozenProcess::become_user`] (x86_64).
+const SYS_SETGROUPS: i64 = 116;
+const SYS_SETRESUID: i64 = 117;
+const SYS_SETRESGID: i64 = 119;
+const SYS_PRCTL: i64 = 157;
+
+impl FrozenProcess {
+    /// Gives the stopped, single-threaded process the credentials `uid`
+    /// and `gid` with no supplementary groups, and has it killed when the
+    /// calling thread exits (`PR_SET_PDEATHSIG`: a program the agent
+    /// started for a migration must not run on alone if the agent dies).
+    /// Done by system call injection, so it can be done after the caller
+    /// made privileged system calls in the process's name (a userfaultfd).
+    pub fn become_user(&mut self, uid: u32, gid: u32) -> Result<(), Error> {
+        let pid = self.pid();
+        let (u, g) = (u64::from(uid), u64::from(gid));
+        for (nr, args, what) in [
+            (SYS_SETGROUPS, [0, 0, 0, 0, 0, 0], "setgroups"),
+            (SYS_SETRESGID, [g, g, g, 0, 0, 0], "setresgid"),
+            (SYS_SETRESUID, [u, u, u, 0, 0, 0], "setresuid"),
+            (
+                SYS_PRCTL,
+                [
+                    libc::PR_SET_PDEATHSIG as u64,
+                    libc::SIGKILL as u64,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+                "prctl(PR_SET_PDEATHSIG)",
+            ),
+        ] {
+            let r = self.inject_syscall(pid, nr, args)?;
+            if r < 0 {
+                return Err(Error::Restore {
+                    pid,
+                    detail: format!(
+                        "{what} in the program failed: {}",
+                        io::Error::from_raw_os_error(-r as i32)
+                    ),
+                });
+            }
         }
+        Ok(())
     }
 }

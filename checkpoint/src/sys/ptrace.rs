@@ -47,6 +47,11 @@ pub fn seize(tid: i32, options: u64) -> io::Result<()> {
     raw(PTRACE_SEIZE, tid, 0, options as usize).map(drop)
 }
 
+/// `PTRACE_SETOPTIONS`.
+pub fn set_options(tid: i32, options: u64) -> io::Result<()> {
+    raw(libc::PTRACE_SETOPTIONS, tid, 0, options as usize).map(drop)
+}
+
 pub fn interrupt(tid: i32) -> io::Result<()> {
     raw(PTRACE_INTERRUPT, tid, 0, 0).map(drop)
 }

@@ -56,6 +56,9 @@ pub struct Emulated {
     pid: i32,
     isa: Isa,
     gdb: GdbClient,
+    /// A signal for the program that stopped it while it was being
+    /// stepped; delivered when it resumes.
+    held: Option<u8>,
 }
 
 impl Emulated {
@@ -65,7 +68,12 @@ impl Emulated {
         let mut gdb = GdbClient::connect_unix(socket, timeout)
             .map_err(|source| Error::Gdb { pid, source })?;
         gdb.set_qemu_pid(pid);
-        Ok(Emulated { pid, isa, gdb })
+        Ok(Emulated {
+            pid,
+            isa,
+            gdb,
+            held: None,
+        })
     }
 
     fn gdb_err(&self) -> impl FnOnce(GdbError) -> Error {
@@ -123,9 +131,13 @@ impl Emulated {
             .map_err(self.gdb_err())
     }
 
-    /// Lets the stopped program run.
+    /// Lets the stopped program run (with a signal held back, if any).
     pub fn resume(&mut self) -> Result<(), Error> {
-        self.gdb.resume().map_err(self.gdb_err())
+        match self.held.take() {
+            Some(sig) => self.gdb.resume_with_signal(sig),
+            None => self.gdb.resume(),
+        }
+        .map_err(self.gdb_err())
     }
 
     /// Resumes a program stopped at a migration point in place (PC past the
@@ -246,8 +258,9 @@ impl Emulated {
                 StopReply::Exited(_) | StopReply::Terminated(_) => {
                     return Err(Error::ProcessExited { pid: self.pid })
                 }
+                StopReply::Signal(GDB_SIGTRAP) => {}
                 // A signal for the program: delivered when it resumes.
-                StopReply::Signal(_) => {}
+                StopReply::Signal(sig) => self.held = Some(sig),
             }
         }
         Ok(false)

@@ -98,18 +98,9 @@ fn build(exe: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(app)
 }
 
-fn exec(program: &Path, argv: &[String], traced: bool) -> Result<Exec> {
+fn exec(program: &Path, argv: &[String]) -> Result<Exec> {
     let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
-    // SAFETY: getuid and getgid have no preconditions.
-    let owner = unsafe { (libc::getuid(), libc::getgid()) };
-    Ok(Exec::new(
-        &program.to_string_lossy(),
-        argv,
-        &env,
-        "/",
-        owner,
-        traced,
-    )?)
+    Ok(Exec::new(&program.to_string_lossy(), argv, &env, "/")?)
 }
 
 /// A thread of the program on `isa`, stopped deep in its pause at a
@@ -131,9 +122,7 @@ impl Stopped {
         let point = app.migration_point(isa).map_err(|e| anyhow!(e))?;
         let wait = Duration::from_secs(30);
         if isa == Isa::native() {
-            let mut p = spawn_program(&spec, &exec(&exe, &args, true)?)?
-                .stopped
-                .ok_or_else(|| anyhow!("not traced"))?;
+            let mut p = spawn_program(&spec, &exec(&exe, &args)?)?;
             p.run_to_address(main, wait)?;
             if at_point && !p.run_to_migration_point(&point, wait)? {
                 bail!("the program did not reach a migration point");
@@ -148,8 +137,10 @@ impl Stopped {
         argv.push(exe.to_string_lossy().into_owned());
         argv.extend(args.into_iter().skip(1));
         let qemu_path = which(&qemu).ok_or_else(|| anyhow!("{qemu} is not installed"))?;
-        let spawned = spawn_program(&spec, &exec(&qemu_path, &argv, false)?)?;
-        let mut e = Emulated::connect(spawned.pid, isa, &socket, Duration::from_secs(10))?;
+        let spawned = spawn_program(&spec, &exec(&qemu_path, &argv)?)?;
+        let pid = spawned.pid();
+        spawned.thaw()?;
+        let mut e = Emulated::connect(pid, isa, &socket, Duration::from_secs(10))?;
         let _ = std::fs::remove_file(&socket);
         e.run_to_address(main, wait)?;
         if at_point {
@@ -159,7 +150,7 @@ impl Stopped {
                 bail!("the emulated program did not reach a migration point");
             }
         }
-        Ok(Stopped::Emulated(e, spawned.pid))
+        Ok(Stopped::Emulated(e, pid))
     }
 
     fn snapshot(&mut self) -> Result<ThreadSnapshot> {

@@ -29,7 +29,10 @@ use tracing::{info, warn};
 
 /// How long a fresh program may take to reach `main` (emulated start-up
 /// included).
-const START_WAIT: Duration = Duration::from_secs(30);
+const START_WAIT: Duration = Duration::from_secs(15);
+/// How long a preparation may take in all; below the origin's call
+/// timeout, so the origin hears why.
+const READY_WAIT: Duration = Duration::from_secs(25);
 /// How long a prepared program waits for the offer.
 const OFFER_WAIT: Duration = Duration::from_secs(30);
 /// x86_64 system call numbers (both a native program and qemu-user are
@@ -134,27 +137,11 @@ impl Migrations {
         let spec = start.clone();
         let setup = move || -> Result<(Restored, PagerHandle), String> {
             let mut ready = Some(ready_tx);
-            let mut started = false;
             let r = start_then_continue(
-                &me,
-                &origin,
-                &app,
-                &spec,
-                isa,
-                ends,
-                &mut ready,
-                &go_rx,
-                done_tx,
-                &mut started,
+                &me, &origin, &app, &spec, isa, ends, &mut ready, &go_rx, done_tx,
             );
-            if let Err(e) = &r {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(Err(e.clone()));
-                }
-                if started {
-                    // A half-built program must not run from its beginning.
-                    kill_child(pid);
-                }
+            if let (Err(e), Some(tx)) = (&r, ready.take()) {
+                let _ = tx.send(Err(e.clone()));
             }
             r
         };
@@ -164,12 +151,20 @@ impl Migrations {
                 .await
                 .map_err(|e| format!("restore thread: {e}"))
                 .and_then(|r| r);
-            let _ = result_tx.send(r);
+            // Nobody waits any more: the commit gate drops (the program is
+            // killed) and the pager, never resumed, is stopped.
+            if let Err(Ok((_, _, _, _, pager))) = result_tx.send(r) {
+                pager.stop();
+            }
         });
-        match tokio::time::timeout(START_WAIT + Duration::from_secs(5), ready_rx).await {
+        match tokio::time::timeout(READY_WAIT, ready_rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => return Err(e),
-            _ => return Err(format!("process {pid} did not start in time")),
+            _ => return Err(format!(
+                "process {pid} did not reach main within {} s on node '{}' (see its agent's log)",
+                READY_WAIT.as_secs(),
+                self.node
+            )),
         }
         lock(&self.preparing).insert(
             pid,
@@ -254,6 +249,25 @@ impl Migrations {
     }
 }
 
+/// Kills a child of the calling thread when dropped, unless disarmed: a
+/// half-built program must never run from its beginning. Declared after
+/// what controls the program, so that it is dropped (and kills) first.
+struct KillOnDrop(Option<i32>);
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            kill_child(pid);
+        }
+    }
+}
+
 /// On the restore thread: the program at `main`, then (after `ready`) the
 /// offer's thread and memory, then its heap under a pager.
 #[allow(clippy::too_many_arguments)]
@@ -267,11 +281,11 @@ fn start_then_continue(
     ready: &mut Option<oneshot::Sender<Result<(), String>>>,
     go: &mpsc::Receiver<Continue>,
     done: watch::Sender<bool>,
-    started: &mut bool,
 ) -> Result<(Restored, PagerHandle), String> {
     let t = Instant::now();
     let stdio: Vec<(i32, i32)> = ends.iter().map(|f| f.as_raw_fd()).zip(0..).collect();
-    let mut restored = start_at_main(app, spec, isa, &stdio, started)?;
+    let (mut restored, uffd) = start_at_main(app, spec, isa, &stdio)?;
+    let guard = KillOnDrop(Some(spec.pid));
     drop(ends);
     let start_us = t.elapsed().as_micros() as u64;
     if let Some(tx) = ready.take() {
@@ -282,7 +296,7 @@ fn start_then_continue(
         .map_err(|_| "no offer followed the preparation".to_owned())?;
     let t = Instant::now();
     let frames = continue_with(app, isa, spec.pid, &mut restored, &c.source, &c.memory)?;
-    let pager = pull_heap(me, origin, spec.pid, c.heap, &mut restored, done)?;
+    let pager = pull_heap(me, origin, spec.pid, c.heap, &mut restored, uffd, done)?;
     info!(
         pid = spec.pid,
         start_us,
@@ -290,18 +304,39 @@ fn start_then_continue(
         us = t.elapsed().as_micros() as u64,
         "translated and written; heap follows"
     );
+    guard.disarm();
     Ok((restored, pager))
 }
 
+/// A 0700 directory owned by the program's user, for qemu's GDB socket
+/// (nobody else may put a socket where the agent connects).
+fn private_dir(pid: i32, (uid, gid): (u32, u32)) -> Result<PathBuf, String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "popcorn-gdb-{}-{pid}-{nanos:x}",
+        std::process::id()
+    ));
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::create_dir(&dir).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(err)?;
+    Ok(dir)
+}
+
 /// Starts the program for `isa` with the spec's PID, stdio, argv,
-/// environment, directory and credentials, stopped at the entry of `main`.
+/// environment and directory, stopped at the entry of `main`. Its
+/// userfaultfd is made right after the exec, with the agent's privileges
+/// (unprivileged processes may not make one that sees kernel accesses);
+/// then it takes the spec's credentials.
 fn start_at_main(
     app: &App,
     spec: &CrossIsaStart,
     isa: Isa,
     stdio: &[(i32, i32)],
-    started: &mut bool,
-) -> Result<Restored, String> {
+) -> Result<(Restored, Uffd), String> {
     let err = |e: popcorn_checkpoint::Error| e.to_string();
     let exe = app.binary(isa)?;
     let main = app.main()?;
@@ -310,44 +345,55 @@ fn start_at_main(
         pid: Some(spec.pid),
         fds: stdio.to_vec(),
     };
-    let owner = (spec.uid, spec.gid);
-    if isa == Isa::native() {
-        let exe = exe.to_string_lossy();
-        let exec = Exec::new(&exe, &spec.argv, &spec.env, &spec.cwd, owner, true).map_err(err)?;
-        let spawned = spawn_program(&worker, &exec).map_err(err)?;
-        *started = true;
-        let mut process = spawned.stopped.ok_or("the program was started untraced")?;
-        process.run_to_address(main, START_WAIT).map_err(err)?;
-        return Ok(Restored::Native(process));
+    let native = isa == Isa::native();
+    let (program, argv, dir) = if native {
+        (exe.clone(), spec.argv.clone(), None)
+    } else {
+        let dir = private_dir(spec.pid, (spec.uid, spec.gid))?;
+        let socket = dir.join("gdb.sock");
+        let (qemu, options) = qemu_command(isa, &socket);
+        let qemu_path = which(&qemu).ok_or_else(|| {
+            format!(
+                "this node runs {isa} programs under {qemu}, which is not installed (apt-get install qemu-user)"
+            )
+        })?;
+        let mut argv = vec![qemu];
+        argv.extend(options);
+        if let Some(argv0) = spec.argv.first() {
+            argv.extend(["-0".to_owned(), argv0.clone()]);
+        }
+        argv.push(exe.to_string_lossy().into_owned());
+        argv.extend(spec.argv.iter().skip(1).cloned());
+        (qemu_path, argv, Some(dir))
+    };
+    let started = (|| {
+        let exec =
+            Exec::new(&program.to_string_lossy(), &argv, &spec.env, &spec.cwd).map_err(err)?;
+        let mut process = spawn_program(&worker, &exec).map_err(err)?;
+        let guard = KillOnDrop(Some(spec.pid));
+        let uffd = uffd_in(&mut process)?;
+        process.become_user(spec.uid, spec.gid).map_err(err)?;
+        let restored = match &dir {
+            None => {
+                process.run_to_address(main, START_WAIT).map_err(err)?;
+                Restored::Native(process)
+            }
+            Some(dir) => {
+                process.thaw().map_err(err)?;
+                let socket = dir.join("gdb.sock");
+                let mut emu = Emulated::connect(spec.pid, isa, &socket, Duration::from_secs(10))
+                    .map_err(err)?;
+                emu.run_to_address(main, START_WAIT).map_err(err)?;
+                Restored::Emulated(emu)
+            }
+        };
+        guard.disarm();
+        Ok((restored, uffd))
+    })();
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
     }
-    let socket = std::env::temp_dir().join(format!(
-        "popcorn-gdb-{}-{}.sock",
-        std::process::id(),
-        spec.pid
-    ));
-    let _ = std::fs::remove_file(&socket);
-    let (qemu, options) = qemu_command(isa, &socket);
-    let qemu_path = which(&qemu).ok_or_else(|| {
-        format!(
-            "this node runs {isa} programs under {qemu}, which is not installed (apt-get install qemu-user)"
-        )
-    })?;
-    let mut argv = vec![qemu.clone()];
-    argv.extend(options);
-    if let Some(argv0) = spec.argv.first() {
-        argv.extend(["-0".to_owned(), argv0.clone()]);
-    }
-    argv.push(exe.to_string_lossy().into_owned());
-    argv.extend(spec.argv.iter().skip(1).cloned());
-    let qemu_path = qemu_path.to_string_lossy();
-    let exec = Exec::new(&qemu_path, &argv, &spec.env, &spec.cwd, owner, false).map_err(err)?;
-    let spawned = spawn_program(&worker, &exec).map_err(err)?;
-    *started = true;
-    let connected = Emulated::connect(spawned.pid, isa, &socket, Duration::from_secs(10));
-    let _ = std::fs::remove_file(&socket);
-    let mut emu = connected.map_err(err)?;
-    emu.run_to_address(main, START_WAIT).map_err(err)?;
-    Ok(Restored::Emulated(emu))
+    started
 }
 
 /// Translates `source` onto the stack of the program stopped at `main`,
@@ -389,17 +435,19 @@ fn continue_with(
 }
 
 /// Empties the stopped program's heap arena and serves it from the origin
-/// through a userfaultfd created inside the program's process (qemu's, when
-/// emulated: it accesses the guest's memory at the same addresses).
+/// through `uffd`, the userfaultfd made inside the program's process at its
+/// start (qemu's, when emulated: it accesses the guest's memory at the same
+/// addresses).
 fn pull_heap(
     me: &Arc<Migrations>,
     origin: &str,
     pid: i32,
     (start, len): (u64, u64),
     restored: &mut Restored,
+    uffd: Uffd,
     done: watch::Sender<bool>,
 ) -> Result<PagerHandle, String> {
-    let empty_and_take = |p: &mut FrozenProcess| -> Result<Uffd, String> {
+    let empty = |p: &mut FrozenProcess| -> Result<(), String> {
         let r = p
             .inject_syscall(pid, SYS_MADVISE, [start, len, MADV_DONTNEED, 0, 0, 0])
             .map_err(|e| e.to_string())?;
@@ -409,17 +457,17 @@ fn pull_heap(
                 std::io::Error::from_raw_os_error(-r as i32)
             ));
         }
-        uffd_in(p)
+        Ok(())
     };
-    let uffd = match restored {
-        Restored::Native(p) => empty_and_take(p)?,
+    match restored {
+        Restored::Native(p) => empty(p)?,
         Restored::Emulated(_) => {
             let mut p = FrozenProcess::freeze(pid).map_err(|e| e.to_string())?;
-            let r = empty_and_take(&mut p);
+            let r = empty(&mut p);
             p.thaw().map_err(|e| e.to_string())?;
             r?
         }
-    };
+    }
     uffd.register(start, len)
         .map_err(|e| format!("userfaultfd register {start:#x}: {e}"))?;
     let channel = PageChannel::open(&me.peers, origin, pid)?;

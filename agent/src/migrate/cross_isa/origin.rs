@@ -108,7 +108,10 @@ impl Migrations {
             }
         }
         let start = self.start_spec(pid, &info, &app).map_err(refuse)?;
-        self.prepare_at(to, &start).await.map_err(refuse)?;
+        if let Err(e) = self.prepare_at(to, &start).await {
+            self.drop_prepared(pid, to).await;
+            return Err(refuse(e));
+        }
         let thread = match handle
             .stop_at_migration_point(point.clone(), STOP_WAIT)
             .await

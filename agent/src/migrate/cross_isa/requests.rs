@@ -20,6 +20,9 @@ use tracing::{info, warn};
 const POLL: Duration = Duration::from_millis(20);
 /// How often the set of programs to watch is refreshed (in polls).
 const REFRESH: u32 = 25;
+/// Attempts to set `__popcorn_agent_present` in a starting program, 2 ms
+/// apart.
+const ENABLE_TRIES: u32 = 250;
 /// `__popcorn_migrate_target` when nothing is asked.
 const NONE: i32 = -1;
 
@@ -35,11 +38,21 @@ impl Migrations {
         let Ok(app) = App::for_executable(std::path::Path::new(program)) else {
             return;
         };
-        if let Ok(addr) = app.runtime_symbol("__popcorn_agent_present") {
-            if let Err(e) = write_int(pid, addr, 1) {
-                warn!(pid, "cannot enable migrate() in the program: {e}");
+        let Ok(addr) = app.runtime_symbol("__popcorn_agent_present") else {
+            return;
+        };
+        tokio::spawn(async move {
+            // The exec may still be mapping the program's segments.
+            let mut last = String::new();
+            for _ in 0..ENABLE_TRIES {
+                match write_int(pid, addr, 1) {
+                    Ok(()) => return,
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-        }
+            warn!(pid, "cannot enable migrate() in the program: {last}");
+        });
     }
 
     /// Polls the `migrate()` requests of the programs running here.
@@ -72,6 +85,14 @@ impl Migrations {
                 round = round.wrapping_add(1);
                 for (&pid, &addr) in &watched {
                     let Some(addr) = addr else { continue };
+                    // Only where it runs (not a frozen copy it left here).
+                    let runs_here = me
+                        .table
+                        .info(pid)
+                        .is_some_and(|i| i.node == me.node && i.state == ProcessStateKind::Running);
+                    if !runs_here {
+                        continue;
+                    }
                     let Ok(word) = xisa::read_memory(pid, addr, 4) else {
                         continue;
                     };
