@@ -160,11 +160,13 @@ impl Migrations {
         match tokio::time::timeout(READY_WAIT, ready_rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => return Err(e),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "process {pid} did not reach main within {} s on node '{}' (see its agent's log)",
                 READY_WAIT.as_secs(),
                 self.node
-            )),
+            ))
+            }
         }
         lock(&self.preparing).insert(
             pid,
