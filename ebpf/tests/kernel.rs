@@ -9,8 +9,42 @@ use common::{wait_sleeping, Helper};
 use popcorn_ebpf::rates::process_rates;
 use popcorn_ebpf::{ProcessEvent, Tracer};
 
-fn tracer() -> Tracer {
-    Tracer::load().unwrap_or_else(|e| panic!("load the eBPF tracer (run as root): {e:?}"))
+/// One tracer loaded at a time in this test binary (and, through the PID
+/// namespace test, in its copy): while other tracers are attached and
+/// detached by concurrent tests, a tracer's sched_switch accounting was seen
+/// to lose time now and then (810 ms of 955 ms on-CPU). A node runs one
+/// agent and so one tracer; several tracers on one kernel (a local cluster)
+/// are a case still to investigate, not what these tests measure.
+static ONE_TRACER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A loaded tracer, holding [`ONE_TRACER`].
+struct Loaded {
+    tracer: Tracer,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = Tracer;
+    fn deref(&self) -> &Tracer {
+        &self.tracer
+    }
+}
+
+impl std::ops::DerefMut for Loaded {
+    fn deref_mut(&mut self) -> &mut Tracer {
+        &mut self.tracer
+    }
+}
+
+fn one_tracer() -> std::sync::MutexGuard<'static, ()> {
+    ONE_TRACER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tracer() -> Loaded {
+    let one = one_tracer();
+    let tracer =
+        Tracer::load().unwrap_or_else(|e| panic!("load the eBPF tracer (run as root): {e:?}"));
+    Loaded { tracer, _one: one }
 }
 
 #[test]
@@ -339,6 +373,8 @@ fn every_test_passes_inside_a_pid_namespace() {
         return;
     }
     let exe = std::env::current_exe().expect("test binary");
+    // The copy's tracers are not loaded alongside this binary's.
+    let _one = one_tracer();
     let out = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(&exe)
